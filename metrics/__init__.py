@@ -1,0 +1,1 @@
+"""BLEU, chrF, TER (sacrebleu) and ROUGE (rouge-score), usable without torch."""

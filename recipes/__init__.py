@@ -1,0 +1,1 @@
+"""Complete training jobs (translation, summarization) built on s2s."""

@@ -1,0 +1,1 @@
+"""Length-aware samplers: sortish, length-grouped and token-budget; distributed and resumable."""
