@@ -2,7 +2,7 @@
 
 Follows sacrebleu's paired bootstrap (``--paired-bs``, after Koehn 2004 and Moses'
 ``bootstrap-hypothesis-difference-significance.pl``): both systems are rescored on the same resampled
-example sets; the p-value is the share of resamples whose centred absolute difference exceeds the observed
+example sets; the p-value is the share of resamples whose centred absolute difference reaches the observed
 one (with sacrebleu's +1 correction). The resampling is done on per-example statistics, so each resample is a
 vector sum and one finalisation, not a rescoring of strings. Runs offline; numpy only.
 """
@@ -106,7 +106,10 @@ def _paired_bootstrap_stats(
     observed = abs(score_b - score_a)
     sample_diffs = np.abs(scores_b - scores_a)
     centred = sample_diffs - sample_diffs.mean()  # the null hypothesis: no difference on average
-    p_value = (np.sum(centred > observed).item() + 1) / (n_samples + 1)
+    # >= where sacrebleu has >: with a tie (e.g. two identical systems, every difference 0) sacrebleu's count
+    # is 0 and its p-value 1/(n+1) calls identical systems significantly different; >= gives 1.0. The two
+    # agree whenever no resampled difference equals the observed one exactly.
+    p_value = (np.sum(centred >= observed).item() + 1) / (n_samples + 1)
     delta = scores_b - scores_a
     return {
         "score_a": float(score_a),

@@ -3,8 +3,9 @@
 - per example (Hugging Face style): ``references[i]`` is a string, or a list of strings for example ``i``;
 - streams (sacrebleu style): ``references[k][i]`` is the ``k``-th reference of example ``i``.
 
-Both are normalised to per-example tuples. When a nested list fits both layouts (as many reference
-lists as examples, each as long as the number of examples) we refuse to guess and ask for ``ref_layout``.
+Both are normalised to per-example tuples. A nested list with one entry per example is read per example;
+otherwise, if every entry has one line per example, as streams. Pass ``ref_layout='streams'`` for sacrebleu
+streams that happen to number as many as the examples.
 """
 
 from __future__ import annotations
@@ -71,16 +72,11 @@ def per_example_references(
 
 
 def _guess_layout(refs: list, n_examples: int) -> str:
-    fits_examples = len(refs) == n_examples
-    fits_streams = all(len(stream) == n_examples for stream in refs)
-    if fits_examples and fits_streams and n_examples > 1:
-        raise ValueError(
-            f"references is a {len(refs)}x{n_examples} nested list, which reads both as one list per example "
-            "and as reference streams; pass ref_layout='examples' or ref_layout='streams'"
-        )
-    if fits_examples:
+    # One list per example wins a tie: it is what batches and Seq2SeqMetrics produce, and a batch that
+    # happens to have as many examples as references per example must not change meaning.
+    if len(refs) == n_examples:
         return "examples"
-    if fits_streams:
+    if all(len(stream) == n_examples for stream in refs):
         return "streams"
     raise ValueError(
         f"references fit neither layout for {n_examples} predictions: {len(refs)} entries, and not every "
