@@ -23,9 +23,59 @@ from metrics.references import RefLayout, check_predictions, per_example_referen
 
 DEFAULT_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
-# A sentence ends at . ! ? (runs of them, then optional closing quotes/brackets), followed by spaces and
-# a character that is not a lowercase letter: "Mr. smith" and "3.5" stay whole, "Hi. Bye!" splits.
-_SENTENCE_END = re.compile(r"([.!?]+[\"'\u201d\u2019)\]]*)[ \t]+(?=[^a-z\s])")
+# A sentence ends at a run of . ! ? (then optional closing quotes/brackets) followed by spaces, unless the
+# word before a single "." is a common abbreviation or an initial ("Mr. Smith", "e.g. this", "J. Doe").
+# Lowercase text splits too: generated summaries are often lowercased.
+_SENTENCE_END = re.compile(r"(\S*?)([.!?]+)([\"'\u201d\u2019)\]]*)[ \t]+(?=\S)")
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "eg",
+        "ie",
+        "approx",
+        "no",
+        "fig",
+        "al",
+        "inc",
+        "ltd",
+        "co",
+        "dept",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
+)
+
+
+def _sentence_break(match: re.Match) -> str:
+    word, marks, closing = match.group(1), match.group(2), match.group(3)
+    word_key = word.lstrip("(\"'\u201c\u2018").lower()
+    keep = (
+        marks == "."
+        and not closing
+        and (word_key in _ABBREVIATIONS or len(word_key) == 1 and word_key.isalpha())
+    )
+    return match.group(0) if keep else f"{word}{marks}{closing}\n"
 
 
 def split_sentences(text: str) -> str:
@@ -33,7 +83,7 @@ def split_sentences(text: str) -> str:
 
     Existing line breaks are kept; blank lines are dropped (rouge-score ignores them anyway).
     """
-    lines = (_SENTENCE_END.sub("\\1\n", line.strip()) for line in text.split("\n"))
+    lines = (_SENTENCE_END.sub(_sentence_break, line.strip()) for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
 
 

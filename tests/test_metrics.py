@@ -278,6 +278,12 @@ def test_split_sentences_feeds_rougelsum_one_sentence_per_line():
         "Hi there.\nHow are you?\nFine!\nMr. smith pays 3.5 dollars."
     )
     assert metrics.split_sentences("Line one\n\nLine two. And three.") == "Line one\nLine two.\nAnd three."
+    assert (
+        metrics.split_sentences("the cat sat . a dog ran .") == "the cat sat .\na dog ran ."
+    )  # lowercased output
+    assert metrics.split_sentences('J. Doe met e.g. Dr. Who (ok). He said "stop." Wow!! ok') == (
+        'J. Doe met e.g. Dr. Who (ok).\nHe said "stop."\nWow!!\nok'
+    )
     pred, ref = "Tom is here. Ann left early.", "Ann left early. Tom is here."
     split = metrics.rouge([pred], [ref], split_sentences=True)["rougeLsum"]
     scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
