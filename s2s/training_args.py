@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -304,11 +304,11 @@ class TrainingArguments:
     error after this many such steps in a row. 0 disables the stop (steps are still skipped)."""
 
     # ---------------------------------------------------------------- logging
-    log_level: str = "passive"
+    log_level: Literal["debug", "info", "warning", "error", "critical", "passive"] = "passive"
     """Log level of the main process: debug, info, warning, error, critical, or passive (leave the level the
     application set)."""
 
-    log_level_replica: str = "warning"
+    log_level_replica: Literal["debug", "info", "warning", "error", "critical", "passive"] = "warning"
     """Log level of the other processes (same choices as `log_level`)."""
 
     log_on_each_node: bool = True
@@ -401,7 +401,7 @@ class TrainingArguments:
     fp16_opt_level: str = "O1"
     """Apex AMP level; only meaningful with apex, which is not supported, so only "O1" is accepted."""
 
-    half_precision_backend: str = "auto"
+    half_precision_backend: Literal["auto", "cuda_amp", "cpu_amp"] = "auto"
     """Mixed-precision backend: "auto", "cuda_amp" or "cpu_amp" (torch autocast either way)."""
 
     fp16_backend: str = "auto"
@@ -428,7 +428,9 @@ class TrainingArguments:
     torch_compile_backend: str | None = None
     """Backend for `torch.compile` (e.g. "inductor"); setting it turns `torch_compile` on."""
 
-    torch_compile_mode: str | None = None
+    torch_compile_mode: (
+        Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None
+    ) = None
     """Mode for `torch.compile`: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs; setting
     it turns `torch_compile` on."""
 
@@ -446,7 +448,7 @@ class TrainingArguments:
     local_rank: int = -1
     """Rank of the process on its node; read from the LOCAL_RANK set by torchrun when left at -1."""
 
-    ddp_backend: str | None = None
+    ddp_backend: Literal["nccl", "gloo", "mpi"] | None = None
     """torch.distributed backend: "nccl", "gloo" or "mpi"; defaults to nccl on CUDA, gloo on CPU."""
 
     ddp_timeout: int = 1800
