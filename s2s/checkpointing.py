@@ -535,6 +535,27 @@ def _alias_groups(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
     return groups
 
 
+def _config_differences(model: torch.nn.Module, directory: Path) -> str:
+    """The hyper-parameters on which the saved config.json and the model disagree, as a hint."""
+    config_file = directory / "config.json"
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    if not config_file.is_file() or to_dict is None:
+        return "Build the model from the config it was trained with."
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        current = to_dict()
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return f"Build the model from {config_file}."
+    differences = [
+        f"{key}={saved[key]!r} (model: {current[key]!r})"
+        for key in sorted(saved.keys() & current.keys())
+        if not key.startswith("_") and key != "transformers_version" and saved[key] != current[key]
+    ]
+    if not differences:
+        return f"Build the model from {config_file}."
+    return f"{config_file} has {', '.join(differences[:6])}; build the model from it."
+
+
 def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
     """Load safetensors weights from ``directory`` into model (unwrapped first).
 
@@ -564,7 +585,7 @@ def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
             problems.append(f"{len(unexpected)} unexpected key(s): {unexpected[:5]}")
         raise CheckpointError(
             f"weights in {directory} do not fit {type(model).__name__}: " + "; ".join(problems) + ". "
-            "Checkpoint from another model? Build the model from the config.json saved with it."
+            "Checkpoint from another model? " + _config_differences(model, directory)
         )
     model.load_state_dict(tensors, strict=False)
 
