@@ -1,0 +1,220 @@
+"""Building the train and eval DataLoaders: column pruning, sampler choice, and exact resume.
+
+Training order comes from a resumable sampler (``samplers`` protocol): deterministic given
+``(seed, epoch)``, and the trainer sets how much of the epoch was already consumed before iterating, so a
+resumed run continues the uninterrupted run's order without reading the skipped data (ANCHORS F3, F11).
+
+Evaluation runs in dataset order, or longest-first with ``group_by_length`` (tight batches, out-of-memory at
+the first batch); either way the sampler carries the order, and the evaluation loop puts predictions back in
+dataset order (ANCHORS F13).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from s2s.distributed import unwrap_model
+from samplers import (
+    LengthGroupedSampler,
+    ResumableSampler,
+    TokenBudgetBatchSampler,
+    eval_order,
+    lengths_from_dataset,
+)
+from samplers.resumable import randperm
+from samplers.sharding import padded_size, shard
+
+logger = logging.getLogger(__name__)
+
+
+class RandomSampler(ResumableSampler):
+    """A fresh random permutation per epoch, from its own generator seeded with ``seed + epoch``.
+
+    The equivalent of ``torch.utils.data.RandomSampler`` (sharded like ``DistributedSampler``: padded with
+    the first indices to a multiple of ``num_replicas``, then every ``num_replicas``-th index), but resumable
+    at any position and independent of the global RNG, so dropout and data order never disturb each other.
+    """
+
+    def __init__(self, num_examples: int, *, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(seed=seed, num_replicas=num_replicas, rank=rank)
+        if num_examples < 1:
+            raise ValueError(f"RandomSampler needs at least one example, got {num_examples}")
+        self.num_examples = num_examples
+
+    def __len__(self) -> int:
+        return padded_size(self.num_examples, self.num_replicas) // self.num_replicas
+
+    def _epoch_order(self, generator: torch.Generator) -> list[int]:
+        return shard(randperm(self.num_examples, generator), self.num_replicas, self.rank).tolist()
+
+
+class OrderedSampler(Sampler):
+    """Yields a fixed list of dataset indices (``order``); the evaluation loop reads ``order`` to put the
+    predictions back in dataset order."""
+
+    def __init__(self, order: Sequence[int]) -> None:
+        self.order = list(order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+# ----------------------------------------------------------------------------------------------- columns
+def forward_argument_names(model: torch.nn.Module) -> set[str] | None:
+    """Names ``model.forward`` accepts; None when it takes ``**kwargs`` (then every column is usable)."""
+    parameters = inspect.signature(unwrap_model(model).forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def remove_unused_columns(
+    dataset: Any, model: torch.nn.Module, *, label_names: Sequence[str], description: str
+):
+    """Drop the columns of a ``datasets.Dataset`` that ``model.forward`` does not take (text, ids...), so
+    the collator only sees tensors-to-be. Other datasets are returned unchanged."""
+    if not hasattr(dataset, "column_names") or not hasattr(dataset, "remove_columns"):
+        return dataset
+    accepted = forward_argument_names(model)
+    if accepted is None:
+        return dataset
+    keep = accepted | set(label_names) | {"label", "label_ids"}
+    unused = [c for c in dataset.column_names if c not in keep]
+    if unused:
+        logger.info(
+            "%s: removing columns not taken by %s.forward: %s", description, type(model).__name__, unused
+        )
+        dataset = dataset.remove_columns(unused)
+    if not dataset.column_names:
+        raise ValueError(
+            f"{description}: no column is left after removing those that {type(model).__name__}.forward does "
+            f"not take ({sorted(accepted)}); rename the columns or set remove_unused_columns=False"
+        )
+    return dataset
+
+
+# ----------------------------------------------------------------------------------------------- lengths
+def dataset_lengths(dataset: Any, *, length_column_name: str, input_name: str = "input_ids") -> np.ndarray:
+    """Per-example lengths for length-aware sampling: the ``length_column_name`` column when the dataset has
+    one, else ``(source, target)`` lengths from ``input_name`` and ``labels`` (or source lengths only)."""
+    columns = _column_names(dataset)
+    if length_column_name in columns:
+        return lengths_from_dataset(dataset, column=length_column_name)
+    if input_name not in columns:
+        raise ValueError(
+            f"group_by_length/max_tokens_per_batch need example lengths: the dataset has neither a "
+            f"{length_column_name!r} column (length_column_name) nor {input_name!r}; its columns are {sorted(columns)}"
+        )
+    target = "labels" if "labels" in columns else None
+    return lengths_from_dataset(dataset, column=input_name, target_column=target)
+
+
+def _column_names(dataset: Any) -> set[str]:
+    if hasattr(dataset, "column_names"):
+        return set(dataset.column_names)
+    first = dataset[0]
+    return set(first) if isinstance(first, dict) else set()
+
+
+# ----------------------------------------------------------------------------------------------- loaders
+def loader_options(args, *, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The ``dataloader_*`` arguments as DataLoader keyword arguments."""
+    options: dict[str, Any] = {
+        "num_workers": args.dataloader_num_workers,
+        "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available(),
+    }
+    if args.dataloader_num_workers > 0:
+        options["persistent_workers"] = args.dataloader_persistent_workers
+        if args.dataloader_prefetch_factor is not None:
+            options["prefetch_factor"] = args.dataloader_prefetch_factor
+    if generator is not None:
+        # The loader draws its workers' base seed from this generator, not the global RNG, so creating an
+        # iterator (e.g. right after a resume restored the RNG) leaves dropout's random stream untouched.
+        options["generator"] = generator
+    return options
+
+
+def build_train_loader(
+    dataset: Any, sampler: Sampler, *, batch_size: int, collate_fn, args, seed: int
+) -> DataLoader:
+    """A training DataLoader over ``sampler`` (a batch sampler when it yields lists of indices)."""
+    generator = torch.Generator().manual_seed(seed)
+    options = loader_options(args, generator=generator)
+    if isinstance(dataset, IterableDataset):
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            collate_fn=collate_fn,
+            drop_last=args.dataloader_drop_last,
+            **options,
+        )
+    if is_batch_sampler(sampler):
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, **options)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        drop_last=args.dataloader_drop_last,
+        **options,
+    )
+
+
+def build_eval_loader(
+    dataset: Dataset, *, batch_size: int, collate_fn, args, sort_by_length: bool
+) -> DataLoader:
+    """An evaluation DataLoader in dataset order, or longest-first when ``sort_by_length`` (the loader's
+    ``sampler.order`` then tells the evaluation loop how to restore dataset order)."""
+    if isinstance(dataset, IterableDataset):
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, **loader_options(args))
+    order = list(range(len(dataset)))
+    if sort_by_length and len(dataset) > 0:
+        lengths = dataset_lengths(dataset, length_column_name=args.length_column_name)
+        order, _ = eval_order(lengths)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=OrderedSampler(order),
+        collate_fn=collate_fn,
+        drop_last=False,  # every example is evaluated: dataloader_drop_last is for training only
+        **loader_options(args),
+    )
+
+
+def is_batch_sampler(sampler: Any) -> bool:
+    return isinstance(sampler, TokenBudgetBatchSampler) or getattr(sampler, "yields_batches", False)
+
+
+def default_train_sampler(
+    dataset: Any,
+    args,
+    *,
+    batch_size: int,
+    seed: int,
+    num_replicas: int,
+    rank: int,
+    input_name: str = "input_ids",
+) -> Sampler | None:
+    """The training sampler the arguments ask for: token budget (``max_tokens_per_batch``), length-grouped
+    (``group_by_length``), or a resumable random permutation. None for an iterable dataset."""
+    if isinstance(dataset, IterableDataset):
+        return None
+    if args.max_tokens_per_batch is not None:
+        lengths = dataset_lengths(dataset, length_column_name=args.length_column_name, input_name=input_name)
+        return TokenBudgetBatchSampler(
+            lengths, args.max_tokens_per_batch, seed=seed, num_replicas=num_replicas, rank=rank
+        )
+    if args.group_by_length:
+        lengths = dataset_lengths(dataset, length_column_name=args.length_column_name, input_name=input_name)
+        return LengthGroupedSampler(lengths, batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
+    return RandomSampler(len(dataset), seed=seed, num_replicas=num_replicas, rank=rank)

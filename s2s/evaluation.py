@@ -1,0 +1,253 @@
+"""The evaluation/prediction loop: what goes into ``compute_metrics``, and the eval loss.
+
+Three things differ from Hugging Face's loop on purpose:
+
+- the eval loss is the sum of token losses over the set divided by its target tokens (a corpus-level
+  figure), not a mean of per-batch means (ANCHORS F8);
+- predictions are padded across batches with the pad token id, never -100, so decoding them never crashes
+  (F7); label ids keep -100 (``Seq2SeqTrainer`` replaces it before metrics);
+- batches may come longest-first, and predictions go back to dataset order before anyone sees them (F13).
+
+``preprocess_logits_for_metrics`` runs on each batch before anything is kept, so an argmax keeps memory flat
+in the size of the eval set instead of holding (examples x length x vocabulary) logits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from s2s.distributed import all_reduce_sum
+from s2s.loss import IGNORE_INDEX
+from samplers import restore_order
+
+Nested = Any  # a tensor/array, or a tuple/list of them (possibly nested)
+
+
+class EvalPrediction:
+    """What ``compute_metrics`` receives: ``predictions`` and ``label_ids`` as numpy arrays (or tuples of
+    them), and ``inputs`` with ``include_inputs_for_metrics``. Unpacks like a tuple:
+    ``predictions, labels = eval_pred``."""
+
+    def __init__(self, predictions: Nested, label_ids: Nested, inputs: Nested | None = None) -> None:
+        self.predictions = predictions
+        self.label_ids = label_ids
+        self.inputs = inputs
+
+    def _items(self) -> tuple:
+        items = (self.predictions, self.label_ids)
+        return items if self.inputs is None else (*items, self.inputs)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items())
+
+    def __getitem__(self, index: int) -> Any:
+        return self._items()[index]
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+@dataclass
+class EvalLoopOutput:
+    predictions: Nested | None
+    label_ids: Nested | None
+    metrics: dict[str, float]
+    num_samples: int
+    inputs: Nested | None = None
+
+
+@dataclass
+class PredictionOutput:
+    predictions: Nested | None
+    label_ids: Nested | None
+    metrics: dict[str, float]
+
+    def __iter__(self) -> Iterator[Any]:  # predictions, label_ids, metrics = trainer.predict(...)
+        return iter((self.predictions, self.label_ids, self.metrics))
+
+
+# ------------------------------------------------------------------------------------------- containers
+def nested_map(fn: Callable[[Any], Any], value: Nested) -> Nested:
+    if isinstance(value, (tuple, list)):
+        return type(value)(nested_map(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: nested_map(fn, v) for k, v in value.items()}
+    return fn(value)
+
+
+def to_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    value = value.detach()
+    if value.dtype == torch.bfloat16:  # numpy has no bfloat16
+        value = value.float()
+    return value.cpu().numpy()
+
+
+def pad_and_concatenate(arrays: list[np.ndarray], pad_value: int | float) -> np.ndarray:
+    """Concatenate on the first axis, padding every other axis to its maximum with ``pad_value``."""
+    if len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays, axis=0)
+    if len({a.ndim for a in arrays}) != 1:
+        raise ValueError(f"cannot concatenate batches of different ranks: {[a.shape for a in arrays]}")
+    trailing = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
+    out = np.full((sum(len(a) for a in arrays), *trailing), pad_value, dtype=np.result_type(*arrays))
+    row = 0
+    for a in arrays:
+        out[(slice(row, row + len(a)), *(slice(0, s) for s in a.shape[1:]))] = a
+        row += len(a)
+    return out
+
+
+class BatchAccumulator:
+    """Keeps per-batch tensors (or nested tuples of them) and concatenates them at the end, padded with
+    ``pad_value``. ``to_cpu()`` converts what it holds to numpy (``eval_accumulation_steps``), freeing the
+    device memory."""
+
+    def __init__(self, pad_value: int | float) -> None:
+        self.pad_value = pad_value
+        self.batches: list[Nested] = []
+
+    def add(self, value: Nested | None) -> None:
+        if value is not None:
+            self.batches.append(nested_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, value))
+
+    def to_cpu(self) -> None:
+        self.batches = [nested_map(to_numpy, b) for b in self.batches]
+
+    def result(self) -> Nested | None:
+        if not self.batches:
+            return None
+        batches = [nested_map(to_numpy, b) for b in self.batches]
+        return _concat_nested(batches, self.pad_value)
+
+
+def _concat_nested(batches: list[Nested], pad_value: int | float) -> Nested:
+    first = batches[0]
+    if isinstance(first, (tuple, list)):
+        return type(first)(_concat_nested([b[i] for b in batches], pad_value) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: _concat_nested([b[k] for b in batches], pad_value) for k in first}
+    arrays = [np.atleast_1d(b) for b in batches]
+    return pad_and_concatenate(arrays, pad_value)
+
+
+def restore_dataset_order(value: Nested | None, order: list[int] | None) -> Nested | None:
+    """Put rows produced in ``order`` (dataset indices) back in dataset order; identity orders are skipped."""
+    if value is None or order is None or order == list(range(len(order))):
+        return value
+    return nested_map(lambda a: restore_order(a, order), value)
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def batch_size_of(inputs: dict[str, Any]) -> int:
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ValueError(f"cannot tell the batch size: no tensor among the batch keys {sorted(inputs)}")
+
+
+def run_evaluation_loop(
+    trainer,
+    dataloader,
+    *,
+    description: str,
+    prediction_loss_only: bool,
+    ignore_keys: list[str] | None,
+    metric_key_prefix: str,
+) -> EvalLoopOutput:
+    """The body of ``Trainer.evaluation_loop`` (the trainer supplies ``prediction_step``, the model, the
+    callbacks and ``compute_metrics``)."""
+    args = trainer.args
+    model = trainer._model_for_evaluation()
+    trainer.callback_handler.eval_dataloader = dataloader
+    trainer._past = None
+
+    predictions = BatchAccumulator(pad_value=trainer.prediction_pad_id)
+    labels_acc = BatchAccumulator(pad_value=IGNORE_INDEX)
+    inputs_acc = BatchAccumulator(pad_value=trainer.prediction_pad_id)
+    loss_sum, loss_tokens, num_samples = 0.0, 0, 0
+    main_input = getattr(trainer.model, "main_input_name", "input_ids")
+
+    for step, inputs in enumerate(dataloader):
+        loss_units = trainer._loss_units(inputs)
+        loss, logits, labels = trainer.prediction_step(
+            model, inputs, prediction_loss_only, ignore_keys=ignore_keys
+        )
+        num_samples += batch_size_of(inputs)
+        if loss is not None:
+            loss_sum += float(loss)
+            loss_tokens += loss_units
+        if logits is not None and trainer.preprocess_logits_for_metrics is not None:
+            logits = trainer.preprocess_logits_for_metrics(logits, labels)
+        predictions.add(logits)
+        labels_acc.add(labels)
+        if args.include_inputs_for_metrics:
+            inputs_acc.add(inputs.get(main_input))
+        trainer.control = trainer.callback_handler.on_prediction_step(args, trainer.state, trainer.control)
+        if args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
+            for acc in (predictions, labels_acc, inputs_acc):
+                acc.to_cpu()
+
+    # Under DDP each rank evaluated its shard: sum the loss statistics (gathering predictions in dataset
+    # order across ranks is the distributed evaluation's job).
+    loss_sum = all_reduce_sum(loss_sum)
+    loss_tokens = all_reduce_sum(loss_tokens)
+    order = getattr(getattr(dataloader, "sampler", None), "order", None)
+    all_preds = restore_dataset_order(predictions.result(), order)
+    all_labels = restore_dataset_order(labels_acc.result(), order)
+    all_inputs = restore_dataset_order(inputs_acc.result(), order)
+
+    metrics: dict[str, Any] = {}
+    if trainer.compute_metrics is not None and all_preds is not None and all_labels is not None:
+        eval_pred = EvalPrediction(
+            all_preds, all_labels, inputs=all_inputs if args.include_inputs_for_metrics else None
+        )
+        metrics = dict(trainer.compute_metrics(eval_pred))
+    if loss_tokens > 0:
+        metrics["loss"] = loss_sum / loss_tokens
+    metrics = prefix_metrics(metrics, metric_key_prefix)
+    return EvalLoopOutput(all_preds, all_labels, metrics, num_samples, inputs=all_inputs)
+
+
+def prefix_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``{"bleu": 30}`` -> ``{"eval_bleu": 30}``; keys that already carry the prefix are kept."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        out[key if key.startswith(f"{prefix}_") else f"{prefix}_{key}"] = value
+    return out
+
+
+def speed_metrics(
+    prefix: str,
+    start_time: float,
+    *,
+    num_samples: int | None = None,
+    num_steps: int | None = None,
+    num_tokens: int | None = None,
+) -> dict[str, float]:
+    """``<prefix>_runtime`` and, when counts are given, samples/steps/tokens per second."""
+    runtime = time.time() - start_time
+    out = {f"{prefix}_runtime": round(runtime, 4)}
+    if runtime <= 0:
+        return out
+    if num_samples is not None:
+        out[f"{prefix}_samples_per_second"] = round(num_samples / runtime, 3)
+    if num_steps is not None:
+        out[f"{prefix}_steps_per_second"] = round(num_steps / runtime, 3)
+    if num_tokens is not None:
+        out[f"{prefix}_tokens_per_second"] = round(num_tokens / runtime, 3)
+    return out
+
+
+def num_batches(num_samples: int, batch_size: int) -> int:
+    return math.ceil(num_samples / batch_size) if batch_size else 0
