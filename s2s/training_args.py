@@ -777,6 +777,11 @@ class TrainingArguments:
         if self.save_strategy is IntervalStrategy.STEPS and self.save_steps <= 0:
             raise ValueError(f"save_strategy='steps' needs save_steps > 0, got {self.save_steps}")
 
+        if self.lr_scheduler_type is SchedulerType.CONSTANT and (self.warmup_steps or self.warmup_ratio):
+            raise ValueError(
+                "lr_scheduler_type='constant' has no warmup; use 'constant_with_warmup' or set warmup_steps=0 "
+                "and warmup_ratio=0"
+            )
         if self.lr_scheduler_type is SchedulerType.REDUCE_ON_PLATEAU:
             if self.eval_strategy is IntervalStrategy.NO:
                 raise ValueError(
