@@ -164,3 +164,21 @@ def test_works_with_a_hugging_face_tokenizer():
     theirs = metrics.Seq2SeqMetrics(hf, metrics=("bleu", "rouge"))
     batch = (_generated(PRED_TEXT, pad=-100), _labels(REF_TEXT))
     assert theirs(batch) == ours(batch)
+
+
+def test_works_with_the_project_tokenizer():
+    tokenization = pytest.importorskip("s2s.tokenization")
+    texts = [
+        "the cat sat on the mat.",
+        "a dog ran in the park.",
+        "two men are talking.",
+        "a woman cooks.",
+    ] * 20
+    tok = tokenization.train_tokenizer(texts, vocab_size=30, backend="sentencepiece")
+    labels = tok(texts[:4], text_target=texts[:4], padding=True)["labels"]  # padded with -100
+    compute = metrics.Seq2SeqMetrics(tok, metrics=("bleu", "rouge"))
+    perfect = compute((labels, labels))
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["rouge1"] == 100.0
+    shuffled = compute((labels[::-1], labels))
+    assert shuffled["bleu"] < 10 and shuffled["rouge1"] < 50
+    assert perfect["gen_len"] == np.mean([sum(i != -100 for i in row) for row in labels])
