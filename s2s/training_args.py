@@ -101,6 +101,13 @@ REFUSED_OPTIMIZERS = {
 _REDACTED = "<REDACTED>"
 
 
+class _AliasValue(str):
+    """The value of `evaluation_strategy`: equal to `eval_strategy`'s value (as a string and to the enum), but
+    recognisable when it comes back into the constructor as a copy rather than as a user's choice."""
+
+    __slots__ = ()
+
+
 def _is_importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -177,7 +184,8 @@ class TrainingArguments:
     name of `evaluation_strategy`; the two always hold the same value."""
 
     evaluation_strategy: IntervalStrategy | str | None = None
-    """Older name of `eval_strategy` (the seed's name). Giving either sets both."""
+    """Older name of `eval_strategy` (the seed's name). Giving either sets both; reading it gives the value of
+    `eval_strategy` as a string."""
 
     eval_steps: int | None = None
     """Update steps between two evaluations when `eval_strategy="steps"`; defaults to `logging_steps`."""
@@ -521,26 +529,30 @@ class TrainingArguments:
         if name in ("eval_strategy", "evaluation_strategy") and self.__dict__.get("_initialised"):
             value = IntervalStrategy(value)
             object.__setattr__(self, "eval_strategy", value)
-            object.__setattr__(self, "evaluation_strategy", value)
+            object.__setattr__(self, "evaluation_strategy", _AliasValue(value.value))
             return
         object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------ construction steps
     def _resolve_deprecated_aliases(self) -> None:
-        if self.evaluation_strategy is not None:
-            new, old = IntervalStrategy(self.eval_strategy), IntervalStrategy(self.evaluation_strategy)
+        alias = self.evaluation_strategy
+        # An _AliasValue is this class's own echo of eval_strategy, handed back by dataclasses.replace or
+        # TrainingArguments(**args.to_dict()): it must not undo a change made through eval_strategy.
+        if alias is not None and not isinstance(alias, _AliasValue):
+            new, old = IntervalStrategy(self.eval_strategy), IntervalStrategy(alias)
             if new is not IntervalStrategy.NO and new is not old:
                 raise ValueError(
                     f"eval_strategy={new.value!r} and evaluation_strategy={old.value!r} disagree: they are two "
-                    "names of one argument, give only one"
+                    "names of one argument, give only one (eval_strategy)"
                 )
             self.eval_strategy = old
         self.eval_strategy = IntervalStrategy(self.eval_strategy)
-        self.evaluation_strategy = self.eval_strategy
+        self.evaluation_strategy = _AliasValue(self.eval_strategy.value)
 
         if self.adafactor:
             warnings.warn("adafactor=True is deprecated; use optim='adafactor'", FutureWarning, stacklevel=3)
             self.optim = OptimizerNames.ADAFACTOR.value
+            self.adafactor = False  # mapped; a later dataclasses.replace(args, optim=...) must not undo it
         if self.no_cuda:
             warnings.warn("no_cuda is deprecated; use use_cpu=True", FutureWarning, stacklevel=3)
             self.use_cpu = True
@@ -554,6 +566,7 @@ class TrainingArguments:
                     f"{self.half_precision_backend!r} disagree; give only half_precision_backend"
                 )
             self.half_precision_backend = self.fp16_backend
+            self.fp16_backend = "auto"  # mapped, as for adafactor
         if self.torch_compile_backend is not None or self.torch_compile_mode is not None:
             self.torch_compile = True
 
@@ -715,6 +728,8 @@ class TrainingArguments:
                 f"max_steps must be a positive number of optimizer steps, or -1 to train for "
                 f"num_train_epochs; got {self.max_steps}"
             )
+        if self.max_steps == -1 and self.num_train_epochs == 0:
+            raise ValueError("num_train_epochs must be > 0 when max_steps is -1 (nothing would be trained)")
         if not 0 <= self.warmup_ratio <= 1:
             raise ValueError(
                 f"warmup_ratio must be in [0, 1] (a share of the training steps), got {self.warmup_ratio}"

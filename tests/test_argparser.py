@@ -240,7 +240,7 @@ def test_training_arguments_from_command_line():
             "--log_level", "info",
         ]
     )  # fmt: skip
-    assert args.eval_strategy is IntervalStrategy.STEPS and args.evaluation_strategy is IntervalStrategy.STEPS
+    assert args.eval_strategy is IntervalStrategy.STEPS and args.evaluation_strategy == IntervalStrategy.STEPS
     assert args.greater_is_better is True and args.report_to == [] and args.remove_unused_columns is False
     assert args.fsdp == ["full_shard", "auto_wrap"] and args.lr_scheduler_kwargs == {"power": 2.0}
     assert args.predict_with_generate and args.generation_num_beams == 4

@@ -62,7 +62,7 @@ def test_fp16_on_cpu_points_to_bf16():
 
 def test_defaults_construct_and_fill_derived_values():
     args = TrainingArguments()
-    assert args.eval_strategy is IntervalStrategy.NO and args.evaluation_strategy is IntervalStrategy.NO
+    assert args.eval_strategy is IntervalStrategy.NO and args.evaluation_strategy == IntervalStrategy.NO
     assert args.run_name == args.output_dir
     assert args.logging_dir.startswith(args.output_dir)
     assert args.label_names == ["labels"]
@@ -78,9 +78,20 @@ def test_both_names_of_eval_strategy_set_both(name):
     assert args.eval_strategy == "epoch" and args.evaluation_strategy == "epoch"
     assert args.do_eval, "an evaluation strategy implies do_eval"
     args.eval_strategy = "no"
-    assert args.evaluation_strategy is IntervalStrategy.NO
+    assert args.evaluation_strategy == IntervalStrategy.NO == "no"
     args.evaluation_strategy = "steps"
     assert args.eval_strategy is IntervalStrategy.STEPS
+
+
+def test_dataclasses_replace_changes_the_strategy_through_either_path():
+    args = make(eval_strategy="steps", eval_steps=10)
+    for new in ("epoch", "no"):
+        changed = dataclasses.replace(args, eval_strategy=new)
+        assert changed.eval_strategy == new and changed.evaluation_strategy == new
+    assert TrainingArguments(**args.to_dict()).eval_strategy is IntervalStrategy.STEPS
+    with pytest.warns(FutureWarning):
+        old = make(adafactor=True)
+    assert dataclasses.replace(old, optim="sgd").optim is OptimizerNames.SGD
 
 
 def test_contradicting_eval_strategy_names_are_refused():
@@ -136,9 +147,11 @@ def test_torch_compile_backend_turns_compile_on():
         ({"warmup_ratio": 1.5}, r"warmup_ratio must be in \[0, 1\]"),
         ({"label_smoothing_factor": 1.0}, r"label_smoothing_factor must be in \[0, 1\)"),
         ({"max_steps": 0}, "max_steps"),
+        ({"num_train_epochs": 0}, "num_train_epochs must be > 0"),
         ({"adam_beta2": 1.0}, "adam_beta2"),
         ({"bf16": True, "fp16": True}, "choose one"),
         ({"save_steps": 0}, "save_steps > 0"),
+        ({"lr_scheduler_type": "constant", "warmup_ratio": 0.1}, "use 'constant_with_warmup'"),
         ({"logging_steps": 0}, "logging_steps > 0"),
         ({"eval_strategy": "steps", "eval_steps": -5}, "eval_steps must be > 0"),
         ({"dataloader_persistent_workers": True}, "dataloader_num_workers > 0"),
