@@ -1,0 +1,147 @@
+"""Translate or summarize lines of text with a trained model, with beam search.
+
+    echo "Ein Mann fährt Fahrrad." | python -m recipes.generate out/
+    python -m recipes.generate out/ --input news.de --output news.en --num_beams 5 --batch_size 64
+
+`out/` is a recipe's output_dir (or any folder with a saved model and its tokenizer). One input line gives one
+output line, in the same order; empty input lines give empty output lines. The source prefix and the length
+limits the model was trained with (recipe_args.json) are applied unless overridden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+if __package__ in (None, ""):  # `python recipes/generate.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recipes.common import RECIPE_ARGS_FILE, is_hf_model_dir, load_any_tokenizer
+
+logger = logging.getLogger("recipes.generate")
+
+
+def load_model(model_dir: str | Path) -> tuple[Any, Any]:
+    """The model (eval mode) and tokenizer saved in `model_dir`."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder; pass a recipe's output_dir")
+    tokenizer = load_any_tokenizer(path)
+    if is_hf_model_dir(path):
+        import transformers
+
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(path), local_files_only=True)
+    else:
+        from s2s.models import TransformerForConditionalGeneration
+
+        model = TransformerForConditionalGeneration.from_pretrained(path)
+    return model.eval(), tokenizer
+
+
+def recipe_settings(model_dir: str | Path) -> dict[str, Any]:
+    """The data arguments the model was trained with (source prefix, length limits), when saved."""
+    path = Path(model_dir) / RECIPE_ARGS_FILE
+    return json.loads(path.read_text()).get("data", {}) if path.is_file() else {}
+
+
+def batches_by_length(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `texts` in batches of similar length (less padding), longest first; callers restore order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def generate_lines(
+    texts: Sequence[str],
+    model: Any,
+    tokenizer: Any,
+    *,
+    num_beams: int | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 32,
+    source_prefix: str = "",
+    max_source_length: int | None = None,
+) -> list[str]:
+    """One output string per input string, in input order (blank inputs give "")."""
+    import torch
+
+    outputs = [""] * len(texts)
+    todo = [i for i, text in enumerate(texts) if text.strip()]
+    gen_kwargs: dict[str, Any] = {}
+    if num_beams is not None:
+        gen_kwargs["num_beams"] = num_beams
+    if max_new_tokens is not None:
+        gen_kwargs["max_new_tokens"] = max_new_tokens
+    with torch.inference_mode():
+        for batch in batches_by_length([texts[i] for i in todo], batch_size):
+            sources = [source_prefix + texts[todo[j]] for j in batch]
+            encoded = tokenizer(
+                sources,
+                truncation=max_source_length is not None,
+                max_length=max_source_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            ids = model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"], **gen_kwargs)
+            ids = getattr(ids, "sequences", ids)
+            for j, text in zip(batch, tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                outputs[todo[j]] = " ".join(text.split("\n")).strip()
+    return outputs
+
+
+def _read_lines(stream: Iterable[str]) -> list[str]:
+    return [line.rstrip("\r\n") for line in stream]
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None
+) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipes.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", help="a recipe's output_dir (model, tokenizer, generation config)")
+    parser.add_argument("--input", help="file with one source per line (default: stdin)")
+    parser.add_argument("--output", help="file to write one output per line (default: stdout)")
+    parser.add_argument("--num_beams", type=int, help="beam width (default: the model's generation config)")
+    parser.add_argument(
+        "--max_new_tokens", type=int, help="longest output (default: the generation config's)"
+    )
+    parser.add_argument("--batch_size", type=int, default=32, help="sources per generate call (default 32)")
+    parser.add_argument("--source_prefix", help="text put before each source (default: as trained)")
+    args = parser.parse_args(argv)
+    for name in ("num_beams", "max_new_tokens", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1, got {value}")
+
+    model, tokenizer = load_model(args.model_dir)
+    settings = recipe_settings(args.model_dir)
+    prefix = args.source_prefix if args.source_prefix is not None else settings.get("source_prefix") or ""
+    if args.input:
+        with open(args.input, encoding="utf-8") as f:
+            texts = _read_lines(f)
+    else:
+        texts = _read_lines(stdin or sys.stdin)
+    outputs = generate_lines(
+        texts,
+        model,
+        tokenizer,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        source_prefix=prefix,
+        max_source_length=settings.get("max_source_length"),
+    )
+    text = "".join(line + "\n" for line in outputs)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        (stdout or sys.stdout).write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
