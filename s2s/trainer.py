@@ -66,6 +66,7 @@ from s2s.evaluation import (
 )
 from s2s.loss import count_target_tokens, token_cross_entropy_sum
 from s2s.reporting import reporting_callbacks
+from s2s.signals import GracefulInterrupt
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class Trainer:
         self._past = None
         self._train_sampler = None
         self._data_position = (0, 0)  # (epoch, micro-batches of it consumed), for checkpoints
+        self._last_saved_step, self._last_checkpoint = -1, None
         self.control = self.callback_handler.on_init_end(args, self.state, self.control)
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -382,6 +384,11 @@ class Trainer:
             self.args.label_smoothing_factor > 0 or "decoder_input_ids" in inputs or not takes_labels
         )
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"} if own_loss else inputs
+        if own_loss and "decoder_input_ids" not in inputs:
+            # Without labels an encoder-decoder cannot build its decoder inputs (ANCHORS F6, P9): do it here.
+            prepare = getattr(distributed.unwrap_model(model), "prepare_decoder_input_ids_from_labels", None)
+            if prepare is not None:
+                model_inputs["decoder_input_ids"] = prepare(labels=labels)
         outputs = model(**model_inputs)
         if self.args.past_index >= 0:
             self._past = outputs[self.args.past_index]
@@ -570,7 +577,8 @@ class Trainer:
             start_epoch, skip_batches = self._load_checkpoint(resume_from_checkpoint)
         self._log_setup(train_loader, max_steps)
 
-        start_time, samples_seen, tokens_seen = time.time(), 0, 0
+        start_time = time.time()
+        self._seen = {"samples": 0, "tokens": 0}  # this session's, for the speed metrics
         self._last_logged_step = self.state.global_step
         self._last_grad_norm: float | None = None
         self._padding = [0, 0]  # real, padded tokens since the last log
@@ -578,34 +586,17 @@ class Trainer:
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         model.zero_grad(set_to_none=True)
 
-        for epoch in range(start_epoch, num_epochs):
-            if self.state.global_step >= max_steps:
-                break
-            done = skip_batches if epoch == start_epoch else 0
-            batches = self._epoch_batches(train_loader, epoch, done, batches_per_epoch)
-            self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
-            for window in self._accumulation_windows(batches):
-                self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-                loss_sum, units, samples = self._train_window(model, window)
-                done += len(window)
-                self._data_position = (epoch, done)
-                self._optimizer_update(model, loss_sum, units)
-                samples_seen += samples
-                tokens_seen += units
-                self.state.global_step += 1
-                self.state.epoch = epoch + done / batches_per_epoch
-                self.control = self.callback_handler.on_step_end(args, self.state, self.control)
-                self._maybe_log_save_evaluate(model, trial)
-                if self.control.should_epoch_stop or self.control.should_training_stop:
-                    break
-            if not self.control.should_training_stop and done >= batches_per_epoch:
-                self._data_position = (epoch + 1, 0)
-            self.control = self.callback_handler.on_epoch_end(args, self.state, self.control)
-            self._maybe_log_save_evaluate(model, trial)
-            self.control.reset_for_new_epoch()
-            if self.control.should_training_stop:
-                break
-
+        with GracefulInterrupt() as interrupt:
+            self._run_epochs(
+                model,
+                train_loader,
+                interrupt=interrupt,
+                start_epoch=start_epoch,
+                skip_batches=skip_batches,
+                num_epochs=num_epochs,
+                batches_per_epoch=batches_per_epoch,
+                trial=trial,
+            )
         if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
             logger.info(
                 "loading the best model from %s (%s)",
@@ -616,10 +607,71 @@ class Trainer:
             checkpointing.load_model_weights(
                 distributed.unwrap_model(self.model), self.state.best_model_checkpoint
             )
-        metrics = self._train_metrics(start_time, samples_seen, tokens_seen)
+        metrics = self._train_metrics(start_time, self._seen["samples"], self._seen["tokens"])
         self.log(metrics)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
         return TrainOutput(self.state.global_step, metrics["train_loss"], metrics)
+
+    def _run_epochs(
+        self,
+        model,
+        train_loader,
+        *,
+        interrupt,
+        start_epoch,
+        skip_batches,
+        num_epochs,
+        batches_per_epoch,
+        trial,
+    ) -> None:
+        """The epochs of the loop (see the module docstring); ``start_epoch``/``skip_batches`` come from a resume."""
+        args = self.args
+        for epoch in range(start_epoch, num_epochs):
+            if self.state.global_step >= self.state.max_steps:
+                break
+            done = skip_batches if epoch == start_epoch else 0
+            batches = self._epoch_batches(train_loader, epoch, done, batches_per_epoch)
+            self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
+            for window in self._accumulation_windows(batches):
+                self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
+                loss_sum, units, samples = self._train_window(model, window)
+                done += len(window)
+                self._data_position = (epoch, done)
+                self._optimizer_update(model, loss_sum, units)
+                self._seen["samples"] += samples
+                self._seen["tokens"] += units
+                self.state.global_step += 1
+                self.state.epoch = epoch + done / batches_per_epoch
+                self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+                self._maybe_log_save_evaluate(model, trial)
+                self._stop_if_interrupted(model, interrupt)
+                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    break
+            if not self.control.should_training_stop and done >= batches_per_epoch:
+                self._data_position = (epoch + 1, 0)
+            self.control = self.callback_handler.on_epoch_end(args, self.state, self.control)
+            self._maybe_log_save_evaluate(model, trial)
+            self.control.reset_for_new_epoch()
+            if self.control.should_training_stop:
+                break
+
+    def _stop_if_interrupted(self, model: nn.Module, interrupt: GracefulInterrupt) -> None:
+        """SIGINT/SIGTERM arrived (on any process): save a checkpoint after this complete update, then stop."""
+        requested = interrupt.requested
+        if distributed.is_distributed():
+            requested = distributed.all_reduce_sum(int(requested)) > 0
+            if requested and not interrupt.requested:
+                interrupt.request()
+        if not requested:
+            return
+        path = None
+        if _strategy_value(self.args.save_strategy) != "no":
+            path = (
+                self._last_checkpoint
+                if self._last_saved_step == self.state.global_step
+                else self._save_checkpoint(model)
+            )
+        interrupt.exit(step=self.state.global_step, checkpoint=path)
 
     def _epoch_batches(self, loader: DataLoader, epoch: int, done: int, batches_per_epoch: int):
         """The epoch's micro-batches after the first ``done`` ones, which are never read (the sampler
@@ -860,6 +912,7 @@ class Trainer:
                 args.output_dir, save_total_limit=args.save_total_limit, keep=self.state.best_model_checkpoint
             )
         distributed.barrier()
+        self._last_saved_step, self._last_checkpoint = self.state.global_step, path
         return path
 
     def _load_checkpoint(self, path: str | Path) -> tuple[int, int]:
@@ -1116,6 +1169,10 @@ class Trainer:
         value = lookup_metric(metrics, best_metric_spec(self.args)[0])
         if report is not None and value is not None:
             report(value, self.state.global_step)
+
+
+def _strategy_value(value: Any) -> str:
+    return str(getattr(value, "value", value))
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

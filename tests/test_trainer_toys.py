@@ -45,6 +45,9 @@ class ToySeq2Seq(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.calls = 0
 
+    def prepare_decoder_input_ids_from_labels(self, labels):
+        return shift_right(labels)
+
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, labels=None):
         self.calls += 1
         if decoder_input_ids is None:
