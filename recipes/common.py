@@ -199,7 +199,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         training_args.do_train
         and checkpoints
         and not training_args.overwrite_output_dir
-        and training_args.resume_from_checkpoint is None
+        and _resume_value(training_args.resume_from_checkpoint) is None
     ):
         raise ValueError(
             f"{output_dir} already holds checkpoints ({checkpoints[-1].name}, ...): pass --resume_from_checkpoint "
@@ -616,8 +616,9 @@ def train(trainer: Any, training_args: Any, *, train_size: int) -> dict[str, flo
 
 
 def _resume_value(value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true" or None
+    """`--resume_from_checkpoint true` (or "last") means the newest complete checkpoint; "false" means none."""
+    if isinstance(value, str) and value.lower() in ("true", "last", "false"):
+        return value.lower() != "false" or None
     return value
 
 
