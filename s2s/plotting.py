@@ -50,7 +50,8 @@ def load_log_history(
 def curves(history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
     """Each logged quantity as (steps, values), finite values only, in logging order.
 
-    Entries without a `step` (a final summary, say) are skipped: there is no x to draw them at.
+    Entries without a `step` (a final summary, say) are skipped: there is no x to draw them at, and so are
+    quantities that are zero throughout.
     """
     series: dict[str, tuple[list[float], list[float]]] = {}
     for entry in history:
@@ -65,7 +66,8 @@ def curves(history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[float],
             xs, ys = series.setdefault(key, ([], []))
             xs.append(float(step))
             ys.append(float(value))
-    return series
+    # A counter that stayed at zero (nonfinite_steps in a healthy run) is a flat line that says nothing.
+    return {key: line for key, line in series.items() if any(line[1])}
 
 
 def plot_learning_curves(
