@@ -27,6 +27,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -750,7 +751,13 @@ class Trainer:
             self.optimizer.step()
         self.control = self.callback_handler.on_optimizer_step(args, self.state, self.control)
         if not self._is_metric_scheduler():
-            self.lr_scheduler.step()  # also on skipped updates: the schedule follows global_step
+            # Also on skipped updates: the schedule follows global_step (and torch's warning about a
+            # scheduler step without an optimizer step does not apply).
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message="Detected call of `lr_scheduler.step", category=UserWarning
+                )
+                self.lr_scheduler.step()
         model.zero_grad(set_to_none=True)
 
         acc = self.state.loss_accumulators

@@ -52,7 +52,7 @@ class ToySeq2Seq(nn.Module):
         self.calls += 1
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(labels)
-        mask = (input_ids != PAD).float() if attention_mask is None else attention_mask.float()
+        mask = ((input_ids != PAD) if attention_mask is None else attention_mask).to(self.src.weight.dtype)
         source = (self.src(input_ids) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         h = torch.tanh(self.hidden(self.dropout(self.tgt(decoder_input_ids) + source[:, None, :])))
         logits = self.out(h)
