@@ -410,7 +410,8 @@ class TrainingArguments:
     """Apex AMP level; only meaningful with apex, which is not supported, so only "O1" is accepted."""
 
     half_precision_backend: Literal["auto", "cuda_amp", "cpu_amp"] = "auto"
-    """Mixed-precision backend: "auto", "cuda_amp" or "cpu_amp" (torch autocast either way)."""
+    """Mixed-precision backend: "auto", "cuda_amp" or "cpu_amp". It is torch autocast on the training device
+    either way; naming the other device's backend is refused (set `use_cpu` to choose the device)."""
 
     fp16_backend: str = "auto"
     """Deprecated name of `half_precision_backend`."""
@@ -422,7 +423,8 @@ class TrainingArguments:
     """Evaluate with the model cast to float16; needs a CUDA device."""
 
     tf32: bool | None = None
-    """Allow TF32 matmuls on Ampere or newer GPUs; None leaves torch's setting alone."""
+    """Allow TF32 matmuls on Ampere or newer GPUs (set process-wide at construction); None leaves torch's
+    setting alone."""
 
     jit_mode_eval: bool = False
     """TorchScript tracing for inference: not supported (refused when True); use `torch_compile`."""
@@ -770,13 +772,25 @@ class TrainingArguments:
             raise ValueError(
                 "bf16=True but this GPU has no bfloat16 support (needs Ampere or newer); use fp16=True"
             )
-        if self.half_precision_backend == "cuda_amp" and (self.fp16 or self.bf16) and not cuda:
-            raise ValueError("half_precision_backend='cuda_amp' needs a CUDA device; use 'auto' or 'cpu_amp'")
+        # autocast always runs on the training device; a backend naming the other device is a contradiction
+        if self.half_precision_backend == "cuda_amp" and not cuda:
+            raise ValueError(
+                "half_precision_backend='cuda_amp' needs a CUDA device; use 'auto' (or 'cpu_amp')"
+            )
+        if self.half_precision_backend == "cpu_amp" and cuda:
+            raise ValueError(
+                "half_precision_backend='cpu_amp' while training on CUDA; set use_cpu=True to train on the CPU, "
+                "or use 'auto'"
+            )
         if self.tf32:
             if not cuda:
                 raise ValueError("tf32=True needs an Ampere or newer CUDA device; remove it on CPU")
             if torch.cuda.get_device_capability()[0] < 8:
                 raise ValueError("tf32=True needs an Ampere or newer GPU (compute capability >= 8)")
+        if self.tf32 is not None and cuda:
+            # a process-wide switch, set here as Hugging Face does, so evaluation-only scripts get it too
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
 
     def _check_schedules(self) -> None:
         if self.eval_strategy is not IntervalStrategy.NO:

@@ -107,7 +107,7 @@ def test_adafactor_flag_maps_to_optim_with_warning():
 
 def test_fp16_backend_maps_to_half_precision_backend():
     with pytest.warns(FutureWarning, match="half_precision_backend"):
-        args = make(fp16_backend="cpu_amp")
+        args = make(fp16_backend="cpu_amp", use_cpu=True)
     assert args.half_precision_backend == "cpu_amp"
 
 
