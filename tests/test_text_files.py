@@ -330,3 +330,12 @@ def test_bundled_multi30k_loads(load):
     ds = load(root / "test.jsonl.gz", **TRANSLATION)
     assert len(ds) == 1000
     assert all(isinstance(s, str) and s.strip() for s in ds["target"][:50])
+
+
+@pytest.mark.parametrize("row", ['"unclosed,x\nmore,stuff\n', '"a"b,x\n'])
+def test_csv_broken_quoting_names_the_line_where_the_row_starts(load, tmp_path, row):
+    path = tmp_path / "q.csv"
+    path.write_text("document,summary\nok,fine\n" + row)
+    with pytest.raises(DataFileError, match="malformed CSV row") as exc:
+        load(path, source_field="document", target_field="summary")
+    assert_names(exc, path, line=3, field=None)
