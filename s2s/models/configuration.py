@@ -1,0 +1,159 @@
+"""`TransformerConfig`: the hyper-parameters of `TransformerForConditionalGeneration`, saved as config.json."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+CONFIG_NAME = "config.json"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "num_heads": 4, "ffn_dim": 256},
+    "small": {"d_model": 256, "encoder_layers": 3, "decoder_layers": 3, "num_heads": 4, "ffn_dim": 1024},
+    "base": {"d_model": 512, "encoder_layers": 6, "decoder_layers": 6, "num_heads": 8, "ffn_dim": 2048},
+}
+
+
+@dataclass
+class TransformerConfig:
+    """Encoder-decoder Transformer hyper-parameters. Special ids follow the project: pad 0, bos 2, eos 3."""
+
+    model_type: ClassVar[str] = "s2s-transformer"
+    is_encoder_decoder: ClassVar[bool] = True
+
+    vocab_size: int = 8000
+    """Size of the (joint) vocabulary."""
+    d_model: int = 512
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    """Inner size of the feed-forward block (per branch for swiglu)."""
+    dropout: float = 0.1
+    """Dropout on embeddings and on each residual branch."""
+    attention_dropout: float = 0.0
+    """Dropout on attention weights (training only)."""
+    activation_dropout: float = 0.0
+    """Dropout after the feed-forward activation."""
+    activation: str = "relu"
+    """"relu", "gelu" or "swiglu"."""
+    pre_norm: bool = True
+    """LayerNorm before each sub-block (plus a final LayerNorm); False: after the residual (original paper).
+    Pre-norm trains stably without careful warm-up."""
+    layer_norm_eps: float = 1e-5
+    share_embeddings: bool = True
+    """One embedding table for source and target (a joint vocabulary)."""
+    tie_word_embeddings: bool = True
+    """The output projection reuses the decoder embedding matrix."""
+    position_embedding: str = "sinusoidal"
+    """"sinusoidal" (fixed) or "learned"."""
+    max_position_embeddings: int = 1024
+    """Longest source or target sequence the model accepts."""
+    scale_embedding: bool = True
+    """Multiply token embeddings by sqrt(d_model)."""
+    pad_token_id: int = 0
+    bos_token_id: int = 2
+    eos_token_id: int = 3
+    decoder_start_token_id: int = 2
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of linear weights (and of embeddings without
+    `scale_embedding`; scaled embeddings start with std d_model**-0.5, i.e. unit scale after scaling)."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "num_heads", "ffn_dim"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < (0 if "layers" in name else 1)
+            ):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}); "
+                "change one of them"
+            )
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.activation not in ("relu", "gelu", "swiglu"):
+            raise ValueError(f"activation must be 'relu', 'gelu' or 'swiglu', got {self.activation!r}")
+        if self.position_embedding not in ("sinusoidal", "learned"):
+            raise ValueError(
+                f"position_embedding must be 'sinusoidal' or 'learned', got {self.position_embedding!r}"
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TransformerConfig:
+        """`tiny` (d64, 2+2 layers), `small` (d256, 3+3, 4 heads, ffn 1024) or `base` (d512, 6+6, 8 heads,
+        ffn 2048), with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
+        data = dict(data)
+        model_type = data.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"config is for model_type {model_type!r}, not {cls.model_type!r}; load it with the matching "
+                "class (e.g. a Hugging Face model with transformers' AutoModelForSeq2SeqLM)"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            hints = [
+                f"{k!r}"
+                + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, n=1)) else "")
+                for k in unknown
+            ]
+            raise ValueError(f"unknown TransformerConfig field(s) {', '.join(hints)}")
+        return cls(**copy.deepcopy(data))
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> TransformerConfig:
+        """Load from a directory holding config.json, or from the JSON file itself."""
+        path = Path(path)
+        file = path / CONFIG_NAME if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"no model config at {file}; expected a {CONFIG_NAME} written by save_pretrained"
+            )
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{file}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+            ) from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a JSON object")
+        if "model_type" not in data and "architectures" in data:
+            data["model_type"] = str(data["architectures"])
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{file}: {err}") from err

@@ -1,0 +1,202 @@
+"""Transformer building blocks: attention through `scaled_dot_product_attention`, feed-forward, positions, layers.
+
+Every attention block has two paths: `forward` over whole sequences (training, scoring) and `step` for one new
+decoder position with a key/value cache (generation). Shapes: B batch, T target length, S source length,
+H heads, Dh head size, d model size; N = B * R decoder rows while generating (R rows per source).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2s.models.cache import TransformerCache
+from s2s.models.configuration import TransformerConfig
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> Tensor:
+    """(num_positions, dim) fixed positions as in "Attention is all you need" (sin half, cos half)."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / max(half - 1, 1)))
+    angles = torch.arange(num_positions, dtype=torch.float32)[:, None] * freq[None, :]
+    table = torch.cat([angles.sin(), angles.cos()], dim=1)
+    if dim % 2:
+        table = torch.cat([table, torch.zeros(num_positions, 1)], dim=1)
+    return table
+
+
+class PositionEmbedding(nn.Module):
+    """Sinusoidal (a non-persistent buffer, never saved) or learned positions, starting at 0."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.max_positions = config.max_position_embeddings
+        self.learned: nn.Embedding | None = None
+        if config.position_embedding == "learned":
+            self.learned = nn.Embedding(config.max_position_embeddings, config.d_model)
+        else:
+            table = sinusoidal_table(config.max_position_embeddings, config.d_model)
+            self.register_buffer("table", table, persistent=False)
+
+    def forward(self, start: int, length: int) -> Tensor:
+        """(length, d) embeddings of positions start .. start + length - 1."""
+        if start + length > self.max_positions:
+            raise ValueError(
+                f"sequence of {start + length} positions exceeds max_position_embeddings="
+                f"{self.max_positions}; truncate the inputs (or lower max_new_tokens) or build the model with a "
+                "larger max_position_embeddings"
+            )
+        if self.learned is not None:
+            return self.learned.weight[start : start + length]
+        return self.table[start : start + length]
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.activation = config.activation
+        inner = config.ffn_dim * (2 if config.activation == "swiglu" else 1)
+        self.fc1 = nn.Linear(config.d_model, inner)
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.dropout = nn.Dropout(config.activation_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc1(x)
+        if self.activation == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        elif self.activation == "gelu":
+            h = F.gelu(h)
+        else:
+            h = F.relu(h)
+        return self.fc2(self.dropout(h))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.dropout_p = config.attention_dropout
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v  # each (B, H, T, Dh)
+
+    def _merge(self, o: Tensor) -> Tensor:
+        b, _, t, _ = o.shape
+        return self.out(o.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+    def forward(self, x: Tensor, *, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """x: (B, T, d); mask: bool (B, 1, T|1, T), True where attention is allowed."""
+        q, k, v = self._split(x)
+        p = self.dropout_p if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        return self._merge(o)
+
+    def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
+        """x: (N, 1, d), the newest position; earlier keys/values come from the cache."""
+        q, k, v = self._split(x)
+        keys, values = cache.append_self(layer, k, v)
+        return self._merge(F.scaled_dot_product_attention(q, keys, values))
+
+
+class CrossAttention(nn.Module):
+    """Decoder-to-encoder attention; keys and values of the encoder output are projected once per source."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.q = nn.Linear(config.d_model, config.d_model)
+        self.kv = nn.Linear(config.d_model, 2 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.dropout_p = config.attention_dropout
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """memory (B, S, d) -> keys, values (B, H, S, Dh)."""
+        b, s, _ = memory.shape
+        k, v = self.kv(memory).view(b, s, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: Tensor, memory: Tensor, *, mask: Tensor | None) -> Tensor:
+        """x: (B, T, d); memory: (B, S, d); mask: bool (B, 1, 1, S) or None."""
+        b, t, d = x.shape
+        q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = self.memory_kv(memory)
+        p = self.dropout_p if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.out(o.transpose(1, 2).reshape(b, t, d))
+
+    def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
+        """x: (N, 1, d) with N = B * R. The R rows of a source attend to the same memory, so they are treated
+        as R query positions of that source: keys/values stay (B, H, S, Dh), never copied per beam."""
+        n, _, d = x.shape
+        k, v = cache.cross_kv[layer]
+        b = k.size(0)
+        q = self.q(x).view(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, R, Dh)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.source_mask)
+        return self.out(o.transpose(1, 2).reshape(n, 1, d))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.self_attn = SelfAttention(config)
+        self.ffn = FeedForward(config)
+        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if self.pre_norm:
+            x = x + self.dropout(self.self_attn(self.norm1(x), mask=mask))
+            return x + self.dropout(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.dropout(self.self_attn(x, mask=mask)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.self_attn = SelfAttention(config)
+        self.cross_attn = CrossAttention(config)
+        self.ffn = FeedForward(config)
+        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.norm3 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        source_mask: Tensor | None,
+        self_mask: Tensor | None,
+    ) -> Tensor:
+        causal = self_mask is None  # the mask, when given, already contains the causal part
+        if self.pre_norm:
+            x = x + self.dropout(self.self_attn(self.norm1(x), mask=self_mask, is_causal=causal))
+            x = x + self.dropout(self.cross_attn(self.norm2(x), memory, mask=source_mask))
+            return x + self.dropout(self.ffn(self.norm3(x)))
+        x = self.norm1(x + self.dropout(self.self_attn(x, mask=self_mask, is_causal=causal)))
+        x = self.norm2(x + self.dropout(self.cross_attn(x, memory, mask=source_mask)))
+        return self.norm3(x + self.dropout(self.ffn(x)))
+
+    def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
+        """One new position (N, 1, d). Inference only: no residual dropout."""
+        if self.pre_norm:
+            x = x + self.self_attn.step(self.norm1(x), cache, layer)
+            x = x + self.cross_attn.step(self.norm2(x), cache, layer)
+            return x + self.ffn(self.norm3(x))
+        x = self.norm1(x + self.self_attn.step(x, cache, layer))
+        x = self.norm2(x + self.cross_attn.step(x, cache, layer))
+        return self.norm3(x + self.ffn(x))

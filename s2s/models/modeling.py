@@ -1,0 +1,284 @@
+"""`TransformerForConditionalGeneration`: an encoder-decoder Transformer with a Hugging Face style surface
+(forward -> loss/logits, generate, save_pretrained/from_pretrained) and the engine's decoding protocol
+(encode / start_decoding / decode_step, see `s2s.generation.protocol`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from s2s.generation.configuration import CONFIG_NAME as GENERATION_CONFIG_NAME
+from s2s.generation.configuration import GenerationConfig
+from s2s.generation.outputs import GenerateOutput
+from s2s.generation.search import generate as run_generation
+from s2s.models.cache import TransformerCache
+from s2s.models.configuration import TransformerConfig
+from s2s.models.layers import DecoderLayer, EncoderLayer, PositionEmbedding
+from s2s.models.outputs import Seq2SeqLMOutput
+from s2s.models.serialization import load_weights, save_weights
+
+
+@dataclass
+class EncoderState:
+    """What `encode` returns: the encoder output and the source padding mask used for cross-attention."""
+
+    memory: Tensor
+    source_mask: Tensor | None
+
+
+def source_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """(B, S) 0/1 -> bool (B, 1, 1, S), or None when nothing is padded (lets SDPA take its fastest path).
+
+    A source with no real token would make every attention weight -inf (NaN); its first position is kept."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()
+    if bool(mask.all()):
+        return None
+    mask = mask.clone()
+    mask[:, 0] |= ~mask.any(dim=1)
+    return mask[:, None, None, :]
+
+
+def decoder_self_mask(decoder_attention_mask: Tensor | None, length: int) -> Tensor | None:
+    """Causal mask combined with target padding, or None (causal only, via `is_causal=True`)."""
+    if decoder_attention_mask is None or bool(decoder_attention_mask.bool().all()):
+        return None
+    device = decoder_attention_mask.device
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    mask = causal[None, None] & decoder_attention_mask.bool()[:, None, None, :]
+    return mask | torch.eye(length, dtype=torch.bool, device=device)  # a pad query still attends to itself
+
+
+class _Stack(nn.Module):
+    """Positions + layers (+ final LayerNorm with pre-norm), shared by encoder and decoder."""
+
+    def __init__(self, config: TransformerConfig, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.positions = PositionEmbedding(config)
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_norm else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.gradient_checkpointing = False
+
+    def embed(self, token_embeddings: Tensor, start: int = 0) -> Tensor:
+        positions = self.positions(start, token_embeddings.size(1))
+        return self.dropout(token_embeddings * self.embed_scale + positions.to(token_embeddings.dtype))
+
+    def run_layers(self, x: Tensor, *args: Any) -> Tensor:
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                # recompute activations in backward; the RNG state is replayed so dropout masks match
+                x = checkpoint(layer, x, *args, use_reentrant=False)
+            else:
+                x = layer(x, *args)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class TransformerForConditionalGeneration(nn.Module):
+    """Encoder-decoder Transformer for sequence-to-sequence learning.
+
+    Embeddings: one table for source and target with `share_embeddings`; the output projection reuses the
+    decoder table with `tie_word_embeddings`. Each matrix is one parameter (no aliases in the state dict)."""
+
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    config_class = TransformerConfig
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, vocab, pad = config.d_model, config.vocab_size, config.pad_token_id
+        self.embed_tokens = nn.Embedding(vocab, d, padding_idx=pad)
+        self.decoder_embed_tokens = (
+            None if config.share_embeddings else nn.Embedding(vocab, d, padding_idx=pad)
+        )
+        self.encoder = _Stack(config, [EncoderLayer(config) for _ in range(config.encoder_layers)])
+        self.decoder = _Stack(config, [DecoderLayer(config) for _ in range(config.decoder_layers)])
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(d, vocab, bias=False)
+        self.generation_config = GenerationConfig(
+            decoder_start_token_id=config.decoder_start_token_id,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        )
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            # scaled by sqrt(d_model) in the forward pass, token embeddings start at unit scale (as fairseq),
+            # comparable to the sinusoidal positions instead of drowned by them
+            emb_std = self.config.d_model**-0.5 if self.config.scale_embedding else std
+            nn.init.normal_(module.weight, std=emb_std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    # ------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def get_decoder_embeddings(self) -> nn.Embedding:
+        return self.decoder_embed_tokens if self.decoder_embed_tokens is not None else self.embed_tokens
+
+    def output_weight(self) -> Tensor:
+        return self.lm_head.weight if self.lm_head is not None else self.get_decoder_embeddings().weight
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """Hidden states (..., d) -> logits (..., V)."""
+        return F.linear(hidden, self.output_weight())
+
+    # ------------------------------------------------------------------ training / scoring
+    def prepare_decoder_input_ids_from_labels(self, labels: Tensor) -> Tensor:
+        """Shift labels right behind the decoder start token; -100 becomes pad."""
+        shifted = labels.new_full(labels.shape, self.config.pad_token_id)
+        shifted[:, 0] = self.config.decoder_start_token_id
+        shifted[:, 1:] = labels[:, :-1]
+        return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        decoder_input_ids: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Seq2SeqLMOutput | tuple[Tensor, ...]:
+        """Teacher-forced pass. `decoder_input_ids` default to the labels shifted right."""
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError(
+                    "forward needs decoder_input_ids or labels (to build decoder_input_ids from)"
+                )
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        state = self.encode(input_ids, attention_mask)
+        x = self.decoder.embed(self.get_decoder_embeddings()(decoder_input_ids))
+        self_mask = decoder_self_mask(decoder_attention_mask, decoder_input_ids.size(1))
+        hidden = self.decoder.run_layers(x, state.memory, state.source_mask, self_mask)
+        logits = self.project(hidden)
+        loss = None
+        if labels is not None:
+            # fp32 even under autocast: a bf16 log-softmax over a large vocabulary loses precision
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        out = Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=state.memory)
+        return out if return_dict else out.to_tuple()
+
+    # ------------------------------------------------------------------ decoding protocol
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
+        mask = source_padding_mask(attention_mask)
+        x = self.encoder.embed(self.embed_tokens(input_ids))
+        return EncoderState(memory=self.encoder.run_layers(x, mask), source_mask=mask)
+
+    def start_decoding(
+        self,
+        encoder_state: EncoderState,
+        attention_mask: Tensor | None,
+        *,
+        rows_per_source: int,
+        max_steps: int,
+    ) -> TransformerCache:
+        if max_steps > self.config.max_position_embeddings:
+            raise ValueError(
+                f"cannot decode {max_steps} steps with max_position_embeddings="
+                f"{self.config.max_position_embeddings}; lower max_new_tokens / max_length"
+            )
+        memory = encoder_state.memory
+        cross_kv = [layer.cross_attn.memory_kv(memory) for layer in self.decoder.layers]
+        return TransformerCache(
+            cross_kv=cross_kv,
+            source_mask=encoder_state.source_mask,
+            rows=memory.size(0) * rows_per_source,
+            max_steps=max_steps,
+        )
+
+    def decode_step(self, tokens: Tensor, cache: TransformerCache) -> Tensor:
+        """tokens (N,) -> logits (N, V) of the next token; only the new position is computed."""
+        x = self.decoder.embed(self.get_decoder_embeddings()(tokens[:, None]), start=cache.length)
+        for i, layer in enumerate(self.decoder.layers):
+            x = layer.step(x, cache, i)
+        if self.decoder.final_norm is not None:
+            x = self.decoder.final_norm(x)
+        cache.advance()
+        return self.project(x[:, 0])
+
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> Tensor | GenerateOutput:
+        """Decode with `generation_config` (default: `self.generation_config`) updated by `kwargs`
+        (e.g. `num_beams=4, max_new_tokens=64`). See `s2s.generation.generate` for the output."""
+        config = (generation_config or self.generation_config).copy()
+        unused = config.update(**kwargs)
+        if unused:
+            raise ValueError(
+                f"generate got argument(s) it does not use: {sorted(unused)}; pass generation options known to "
+                "GenerationConfig, and only input_ids / attention_mask as model inputs"
+            )
+        return run_generation(self, input_ids, attention_mask, generation_config=config, generator=generator)
+
+    # ------------------------------------------------------------------ utilities
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each layer's activations in backward (torch.utils.checkpoint, use_reentrant=False)."""
+        if gradient_checkpointing_kwargs and gradient_checkpointing_kwargs.get("use_reentrant", False):
+            raise ValueError("only use_reentrant=False is supported for gradient checkpointing")
+        self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.encoder.gradient_checkpointing
+
+    def num_parameters(self, *, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        params = [p for p in self.parameters() if p.requires_grad or not only_trainable]
+        total = sum(p.numel() for p in params)
+        if exclude_embeddings:
+            embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+            total -= sum(p.numel() for p in params if id(p) in embeddings)
+        return total
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write config.json, model.safetensors and generation_config.json into `save_directory`."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(directory)
+        save_weights(self, directory, metadata={"model_type": self.config.model_type})
+        self.generation_config.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> TransformerForConditionalGeneration:
+        """Load a model written by `save_pretrained` (weights on CPU, in the saved dtype cast to fp32 params)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"{directory} is not a directory; pass the folder given to save_pretrained"
+            )
+        model = cls(TransformerConfig.from_pretrained(directory))
+        load_weights(model, directory)
+        if (directory / GENERATION_CONFIG_NAME).is_file():
+            model.generation_config = GenerationConfig.from_pretrained(directory)
+        return model
