@@ -128,28 +128,44 @@ def create_optimizer(model: nn.Module, args: TrainingArguments) -> Optimizer:
     Adam betas/epsilon where they apply, decoupled weight decay (AdamW, Adafactor) or L2 (SGD, Adagrad,
     RMSprop) on the decay group, and `args.optim_args` passed on as keyword arguments."""
     name = str(args.optim)
+    extra = check_optim_args(name, args.optim_args)
+    kwargs: dict[str, Any] = {"lr": args.learning_rate}
+    if name.startswith("adamw"):
+        kwargs.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    if name == "adamw_torch_fused":
+        kwargs["fused"] = True
     groups = get_parameter_groups(model, args.weight_decay)
-    adam = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
-    choices: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
-        "adamw_torch": (torch.optim.AdamW, adam),
-        "adamw_hf": (torch.optim.AdamW, adam),
-        "adamw_torch_fused": (torch.optim.AdamW, {**adam, "fused": True}),
-        "adafactor": (Adafactor, {"lr": args.learning_rate}),
-        "sgd": (torch.optim.SGD, {"lr": args.learning_rate}),
-        "adagrad": (torch.optim.Adagrad, {"lr": args.learning_rate}),
-        "rmsprop": (torch.optim.RMSprop, {"lr": args.learning_rate}),
+    return optimizer_class(name)(groups, **{**kwargs, **extra})
+
+
+def optimizer_class(name: str) -> type[Optimizer]:
+    """The optimizer class behind an `optim` name."""
+    classes = {
+        "adamw_torch": torch.optim.AdamW,
+        "adamw_hf": torch.optim.AdamW,  # Hugging Face's own AdamW is deprecated; torch's is the same algorithm
+        "adamw_torch_fused": torch.optim.AdamW,
+        "adafactor": Adafactor,
+        "sgd": torch.optim.SGD,
+        "adagrad": torch.optim.Adagrad,
+        "rmsprop": torch.optim.RMSprop,
     }
-    if name not in choices:
-        raise ValueError(f"optim={name!r} is not one of {sorted(choices)}")
-    cls, kwargs = choices[name]
-    extra = parse_optim_args(args.optim_args)
+    if name not in classes:
+        raise ValueError(f"optim={name!r} is not one of {sorted(classes)}")
+    return classes[name]
+
+
+def check_optim_args(name: str, optim_args: str | None) -> dict[str, Any]:
+    """Parse `optim_args` and check each key is an argument of the optimizer `name` (so a typo fails when
+    the arguments are built, not at the first step)."""
+    cls = optimizer_class(name)
+    extra = parse_optim_args(optim_args)
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
     unknown = [k for k in extra if k not in accepted]
     if unknown:
         raise ValueError(
             f"optim_args {unknown} are not arguments of {cls.__name__} ({name}); it takes {accepted}"
         )
-    return cls(groups, **{**kwargs, **extra})
+    return extra
 
 
 class Adafactor(Optimizer):

@@ -616,9 +616,9 @@ class TrainingArguments:
         if self.label_names is not None:
             self.label_names = _as_list(self.label_names, name="label_names")
         if self.optim_args:
-            from s2s.optimization import parse_optim_args
+            from s2s.optimization import check_optim_args
 
-            parse_optim_args(self.optim_args)  # fail now on a malformed string, not at step 0
+            check_optim_args(self.optim.value, self.optim_args)  # fail now on a typo, not at step 0
 
     def _refuse_unavailable_backends(self) -> None:
         refusals = [

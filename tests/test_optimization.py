@@ -134,8 +134,10 @@ def test_optim_args_reach_the_optimizer():
 
 
 def test_unknown_optim_args_name_the_accepted_ones():
+    a = args(optim="sgd")
+    a.optim_args = "momentun=0.9"  # set after construction, which already checks it
     with pytest.raises(ValueError, match=r"optim_args \['momentun'\] are not arguments of SGD.*'momentum'"):
-        create_optimizer(Tiny(), args(optim="sgd", optim_args="momentun=0.9"))
+        create_optimizer(Tiny(), a)
 
 
 # ------------------------------------------------------------------------------------------ Adafactor

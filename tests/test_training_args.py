@@ -173,6 +173,10 @@ def test_torch_compile_backend_turns_compile_on():
         ),
         ({"lr_scheduler_kwargs": "{not json"}, "lr_scheduler_kwargs is not valid JSON"),
         ({"optim_args": "momentum0.9"}, "optim_args entry 'momentum0.9' is not key=value"),
+        (
+            {"optim": "sgd", "optim_args": "momentun=0.9"},
+            r"optim_args \['momentun'\] are not arguments of SGD",
+        ),
     ],
 )
 def test_validation_messages_name_the_fix(kwargs, message):
