@@ -201,6 +201,8 @@ def test_batch_decode_skips_minus_100_and_special_tokens(tok):
     kept = tok.batch_decode(torch.tensor(generated), skip_special_tokens=False)
     assert kept[0] == "<s>" + texts[0] + "</s>" + "<pad>" * (width - len(rows[0]))
     assert tok.decode(torch.tensor(generated[1])) == texts[1]
+    first = tok.encode("A dog.")[0]
+    assert tok.decode(np.int64(first)) == tok.decode([first]) == tok.decode(first)
     with pytest.raises(ValueError, match="use batch_decode"):
         tok.decode(torch.tensor(generated))
     with pytest.raises(ValueError, match="outside the vocabulary"):

@@ -347,8 +347,8 @@ class Tokenizer(ABC):
 
     def decode(self, token_ids: Any, skip_special_tokens: bool = True, **kwargs: Any) -> str:
         """Text of one sequence of ids (a list, a 1-D array or a 1-D tensor)."""
-        if isinstance(token_ids, int):
-            token_ids = [token_ids]
+        if isinstance(token_ids, int) or getattr(token_ids, "ndim", None) == 0:
+            token_ids = [int(token_ids)]
         if getattr(token_ids, "ndim", 1) != 1:
             raise ValueError(f"decode takes one sequence (1-D), got {token_ids.ndim}-D; use batch_decode")
         return self.batch_decode([token_ids], skip_special_tokens=skip_special_tokens, **kwargs)[0]

@@ -202,7 +202,10 @@ def pad_features(
                     fill = pad_token_id
                 elif fill is _LABEL_PAD:
                     fill = label_pad_token_id
-                values = pad_rows(values, value=fill, width=width, side=padding_side)
+                if return_tensors is None:
+                    values = pad_rows(values, value=fill, width=width, side=padding_side)
+                else:
+                    values, _ = pad_to_array(values, value=fill, width=width, side=padding_side)
             batch[key] = to_tensor(values, return_tensors, name=key)
     for key, values in columns.items():
         if key not in batch:

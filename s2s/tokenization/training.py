@@ -63,6 +63,8 @@ def train_tokenizer(
         )
     if input_sentence_size is not None and input_sentence_size <= 0:
         raise ValueError(f"input_sentence_size must be positive (or None for all), got {input_sentence_size}")
+    if backend not in ("sentencepiece", "bpe", "tokenizers"):
+        raise ValueError(f"backend must be 'sentencepiece' or 'bpe', got {backend!r}")
     sentences = _Guarded(_sentences(texts_or_files))
     if backend == "sentencepiece":
         return sentences.run(
@@ -80,30 +82,27 @@ def train_tokenizer(
             trainer_kwargs=trainer_kwargs,
             verbose=verbose,
         )
-    if backend in ("bpe", "tokenizers"):
-        if model_type not in (None, "bpe"):
-            raise ValueError(
-                f"backend={backend!r} trains BPE only; model_type={model_type!r} needs backend='sentencepiece'"
-            )
-        if byte_fallback:
-            raise ValueError(
-                "byte_fallback is a sentencepiece option; for the BPE backend use pre_tokenizer='byte_level', which never gives <unk>"
-            )
-        if trainer_kwargs:
-            raise ValueError(
-                f"trainer_kwargs are sentencepiece options; backend={backend!r} does not read them"
-            )
-        return sentences.run(
-            _train_bpe,
-            itertools.islice(sentences, input_sentence_size),
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            pre_tokenizer=pre_tokenizer,
-            model_max_length=model_max_length,
-            user_defined_symbols=user_defined_symbols,
-            verbose=verbose,
+    # backend is "bpe" (the tokenizers library)
+    if model_type not in (None, "bpe"):
+        raise ValueError(
+            f"backend={backend!r} trains BPE only; model_type={model_type!r} needs backend='sentencepiece'"
         )
-    raise ValueError(f"backend must be 'sentencepiece' or 'bpe', got {backend!r}")
+    if byte_fallback:
+        raise ValueError(
+            "byte_fallback is a sentencepiece option; for the BPE backend use pre_tokenizer='byte_level', which never gives <unk>"
+        )
+    if trainer_kwargs:
+        raise ValueError(f"trainer_kwargs are sentencepiece options; backend={backend!r} does not read them")
+    return sentences.run(
+        _train_bpe,
+        itertools.islice(sentences, input_sentence_size),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        pre_tokenizer=pre_tokenizer,
+        model_max_length=model_max_length,
+        user_defined_symbols=user_defined_symbols,
+        verbose=verbose,
+    )
 
 
 def train_joint_tokenizer(pairs: Iterable[tuple[str, str]], *, vocab_size: int, **kwargs: Any) -> Tokenizer:
