@@ -127,10 +127,12 @@ class _Kind:
         return self._coerce_scalar(name, value)
 
     def _coerce_scalar(self, name: str, value: Any) -> Any:
-        if isinstance(value, str) and self.convert in (int, float, string_to_bool):
+        # only plain strings from a file are converted; values the command line already converted, and this
+        # package's own str subclasses (enum members, alias echoes), are left alone
+        if type(value) is str:
             try:
                 return self.convert(value)
-            except (ValueError, argparse.ArgumentTypeError) as err:
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
                 raise ValueError(f"{name}: {err}") from None
         if self.convert is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)

@@ -194,10 +194,13 @@ def test_json_and_yaml_files(parser, tmp_path):
     model, data = parser.parse_yaml_file(tmp_path / "c.yaml")
     # YAML 1.1 reads "1e-3" as a string; the float field converts it
     assert (model.model_name, model.dropout, data.max_source_length) == ("y", 1e-3, 64)
-    assert model.color == "blue"  # as written in the file; a dataclass's __post_init__ may normalise it
+    assert model.color is Color.BLUE  # converted to the field's type, as on the command line
     (tmp_path / "bad.yaml").write_text("model_name: y\nlearning_rat: 3\n")
     with pytest.raises(ValueError, match=r"bad.yaml.*'learning_rat'"):
         parser.parse_yaml_file(tmp_path / "bad.yaml")
+    (tmp_path / "choice.yaml").write_text("model_name: y\nnorm: middle\n")
+    with pytest.raises(ValueError, match=r"norm: 'middle' is not one of \['pre', 'post'\]"):
+        parser.parse_yaml_file(tmp_path / "choice.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         parser.parse_yaml_file(tmp_path / "list.yaml")
