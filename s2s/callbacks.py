@@ -247,7 +247,7 @@ class DefaultFlowCallback(TrainerCallback):
         ):
             control.should_log = True
         if (
-            _strategy(_eval_strategy(args)) == "steps"
+            _strategy(args.eval_strategy) == "steps"
             and state.eval_steps > 0
             and step % state.eval_steps == 0
             and (args.eval_delay or 0) <= step
@@ -265,7 +265,7 @@ class DefaultFlowCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         if _strategy(args.logging_strategy) == "epoch":
             control.should_log = True
-        if _strategy(_eval_strategy(args)) == "epoch" and (args.eval_delay or 0) <= state.epoch:
+        if _strategy(args.eval_strategy) == "epoch" and (args.eval_delay or 0) <= state.epoch:
             control.should_evaluate = True
         if _strategy(args.save_strategy) == "epoch":
             control.should_save = True
@@ -275,11 +275,6 @@ class DefaultFlowCallback(TrainerCallback):
 def _strategy(value: Any) -> str:
     """Strategy arguments may be plain strings or str-valued enums."""
     return str(getattr(value, "value", value))
-
-
-def _eval_strategy(args) -> Any:
-    # Hugging Face renamed evaluation_strategy to eval_strategy; TrainingArguments keeps both in sync.
-    return getattr(args, "eval_strategy", None) or args.evaluation_strategy
 
 
 class ProgressCallback(TrainerCallback):
@@ -361,9 +356,9 @@ class EarlyStoppingCallback(TrainerCallback):
         self.best_value: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if _strategy(_eval_strategy(args)) == "no":
+        if _strategy(args.eval_strategy) == "no":
             raise ValueError(
-                "EarlyStoppingCallback needs evaluations: set evaluation_strategy to 'steps' or 'epoch' "
+                "EarlyStoppingCallback needs evaluations: set eval_strategy to 'steps' or 'epoch' "
                 "(it is 'no')"
             )
 

@@ -181,7 +181,7 @@ class Trainer:
                 "optimizers=(...) cannot be combined with model_init: the optimizer would hold the old model"
             )
         self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
-        self._check_debug_options()
+        self._check_backend_options()
 
         default_callbacks: list[TrainerCallback] = [
             DefaultFlowCallback(),
@@ -235,8 +235,18 @@ class Trainer:
             enable()
         return model
 
-    def _check_debug_options(self) -> None:
-        if "underflow_overflow" in self.args.debug:
+    def _check_backend_options(self) -> None:
+        args = self.args
+        if args.fsdp or args.fsdp_config:
+            # TrainingArguments validates the FSDP options; the sharded engine is not wired in yet.
+            raise NotImplementedError(
+                f"fsdp={args.fsdp} / fsdp_config: FSDP is not wired into the Trainer yet; train with DDP "
+                "(torchrun without fsdp) for now"
+            )
+        if args.tf32 is not None and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = args.tf32
+            torch.backends.cudnn.allow_tf32 = args.tf32
+        if "underflow_overflow" in args.debug:
             self._install_overflow_hooks()
 
     def _install_overflow_hooks(self) -> None:

@@ -153,7 +153,7 @@ def test_early_stopping_state_round_trip_through_handler():
 
 
 def test_early_stopping_refuses_without_evaluation():
-    with pytest.raises(ValueError, match="evaluation_strategy"):
+    with pytest.raises(ValueError, match="eval_strategy"):
         EarlyStoppingCallback().on_train_begin(
             flow_args(eval_strategy="no", evaluation_strategy="no"), TrainerState(), TrainerControl()
         )
