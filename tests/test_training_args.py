@@ -297,3 +297,13 @@ def test_to_sanitized_dict_has_only_scalars():
     assert all(isinstance(v, bool | int | float | str) for v in d.values())
     assert d["train_batch_size"] == 4
     assert d["report_to"] == "['jsonl']" and d["data_seed"] == "None"
+
+
+def test_every_argument_has_a_docstring():
+    # (that every argument also has a reader is guarded by tests/test_arguments_are_read.py)
+    from s2s.argparser import field_docs
+    from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
+
+    docs = field_docs(Seq2SeqTrainingArguments)
+    undocumented = [f.name for f in dataclasses.fields(Seq2SeqTrainingArguments) if not docs.get(f.name)]
+    assert not undocumented, f"fields without a docstring under them: {undocumented}"
