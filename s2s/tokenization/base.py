@@ -249,8 +249,10 @@ class Tokenizer(ABC):
                     "truncation=True needs max_length= (or max_target_length= for targets), "
                     "or a tokenizer with model_max_length set"
                 )
-            if limit < (1 if add_special_tokens else 0) or limit < 0:
-                raise ValueError(f"max_length={limit} leaves no room for the eos token")
+            if limit < (1 if add_special_tokens else 0):
+                raise ValueError(
+                    f"max_length={limit} is too small: sequences need at least room for the eos token"
+                )
         ids = self._add_eos_and_truncate(ids, limit if truncation else None, add_special_tokens)
 
         width = padded_width(
