@@ -1,0 +1,241 @@
+"""Run the benchmark suite: s2s against Hugging Face transformers, side by side on this machine.
+
+    python -m bench [--quick] [--only NAME ...]
+
+writes bench/results.json (every run) and bench/results.md (the tables). `--quick` is a < 5 minute check
+with fewer steps, repetitions and examples; the published figures come from the full run on a quiet
+machine (a second job on 2 cores halves every figure). Comparisons: see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench import eval_generate, eval_memory, peak, time_to_quality, trainer_overhead, trainer_throughput
+from bench.common import CACHE, PROFILES, REPO, Profile, failure, log, run_module
+from bench.data import BenchData, load_bench_data
+from bench.report import write
+from bench.toolkits import Toolkit, available_toolkits
+
+# Comparisons of this package: run(profile, data, toolkits, peak=...) -> dict
+OWN = {
+    "trainer_throughput": trainer_throughput.run,
+    "eval_generate": eval_generate.run,
+    "trainer_overhead": trainer_overhead.run,
+    "eval_memory": eval_memory.run,
+    "time_to_quality": time_to_quality.run,
+}
+# Comparisons written elsewhere in bench/, called through their entry points.
+EXTERNAL = ("padding_efficiency", "generation", "model_training")
+GENERATION_GOALS = {"bf16": 3.0, "fp32": 1.5}  # issue 4
+ORDER = (
+    "padding_efficiency",
+    "trainer_throughput",
+    "eval_generate",
+    "generation",
+    "model_training",
+    "trainer_overhead",
+    "eval_memory",
+    "time_to_quality",
+)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_external(name: str, profile: Profile) -> dict:
+    """Call another engineer's benchmark: its `run(quick=...)` when it has one, else its command line
+    (`python -m bench.<name> [--quick] --output FILE`) in a fresh process, reading the JSON it writes."""
+    try:
+        module = importlib.import_module(f"bench.{name}")
+    except ModuleNotFoundError as err:
+        return {"skipped": f"bench/{name}.py is not there yet ({err})"}
+    quick = profile.name != "full"
+    if name == "padding_efficiency":
+        data = module.DEFAULT_DATA
+        if not data.is_file():
+            return {"skipped": f"needs the plain Multi30k train.jsonl at {data}"}
+        report = module.run(data, batch_size=64, epochs=1 if quick else 3, vocab_size=8000, seed=0)
+        title = "Padding efficiency of the samplers (Multi30k train)"
+        return {"title": title, **report, "markdown": module.markdown(report)}
+    if callable(getattr(module, "run", None)):
+        return module.run(quick=quick)
+    if not callable(getattr(module, "main", None)):
+        return {"skipped": f"bench/{name}.py has neither run(quick) nor main()"}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
+        output = Path(scratch) / f"{name}.json"
+        proc = run_module(
+            f"bench.{name}", (["--quick"] if quick else []) + ["--output", str(output)], timeout=3 * 3600
+        )
+        if proc.returncode != 0 or not output.is_file():
+            return {"error": failure(proc)}
+        report = json.loads(output.read_text(encoding="utf-8"))
+    return {
+        "title": f"{name} (python -m bench.{name}{' --quick' if quick else ''})",
+        **report,
+        **rows_of(report),
+    }
+
+
+def rows_of(report: dict) -> dict:
+    """Result rows from a report of per-cell medians (bench.generation's `cells`), for the tables."""
+    rows = {}
+    for cell in report.get("cells", []):
+        if {"ours_median", "hf_median"} <= set(cell):
+            name = " ".join(str(cell[k]) for k in ("precision", "mode") if k in cell)
+            rows[name] = {
+                "unit": "sequences/s",
+                "ours": cell["ours_median"],
+                "theirs": cell["hf_median"],
+                "ratio": cell.get("median_ratio"),
+                "goal": GENERATION_GOALS.get(cell.get("precision")),
+            }
+    return {"rows": rows} if rows else {}
+
+
+def run_suite(
+    profile: Profile,
+    *,
+    only: list[str] | None = None,
+    cache: Path = CACHE,
+    command: str = "python -m bench",
+    note: str | None = None,
+) -> dict:
+    """Run the selected comparisons (all by default) and return the results dict (not yet written)."""
+    started = time.perf_counter()
+    selected = [name for name in ORDER if not only or name in only]
+    toolkits, missing = available_toolkits()
+    results: dict = {"meta": {}, "peak": None, "comparisons": {}, "skipped": {}}
+    for side, reason in missing.items():
+        log(f"{side}: not available ({reason}); its cells stay empty")
+
+    log(f"[peak] matmul {profile.peak_size}^3, {profile.peak_runs} runs per precision")
+    results["peak"] = peak.run(size=profile.peak_size, runs=profile.peak_runs)
+    log(
+        f"  fp32 {results['peak']['fp32']['gflops']} GFLOP/s, bf16 {results['peak']['bf16']['gflops']} GFLOP/s"
+    )
+
+    data: BenchData | None = None
+    for name in selected:
+        section_started = time.perf_counter()
+        if name in EXTERNAL:
+            if profile.name == "smoke":
+                results["skipped"][name] = "not run in the smoke profile"
+                continue
+            log(f"[{name}]")
+            outcome = _guarded(lambda name=name: run_external(name, profile))
+        else:
+            if not toolkits:
+                results["skipped"][name] = "neither toolkit is importable: " + "; ".join(missing.values())
+                continue
+            if data is None:
+                log(f"[data] Multi30k, sentencepiece {profile.vocab_size} tokenizer (cached under {cache})")
+                data = load_bench_data(
+                    vocab_size=profile.vocab_size, train_examples=profile.train_examples, cache=cache
+                )
+            log(f"[{name}]")
+            outcome = _guarded(
+                lambda name=name, data=data: _run_own(name, profile, data, toolkits, results["peak"])
+            )
+        outcome["seconds"] = round(time.perf_counter() - section_started, 1)
+        log(f"  ({outcome['seconds']:.0f} s)")
+        if "skipped" in outcome:
+            results["skipped"][name] = outcome["skipped"]
+            log(f"  skipped: {outcome['skipped']}")
+        else:
+            results["comparisons"][name] = outcome
+    results["meta"] = _meta(profile, command=command, note=note, seconds=time.perf_counter() - started)
+    results["meta"]["missing_toolkits"] = missing
+    return results
+
+
+def _run_own(name: str, profile: Profile, data: BenchData, toolkits: dict[str, Toolkit], peak_result: dict):
+    return OWN[name](profile, data, toolkits, peak=peak_result)
+
+
+def _guarded(run: Callable[[], dict]) -> dict:
+    """A failing comparison is recorded with its error; the others still run."""
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 - reported in the results, with the traceback on stderr
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def _meta(profile: Profile, *, command: str, note: str | None, seconds: float) -> dict:
+    try:
+        import transformers
+
+        transformers_version = transformers.__version__
+    except ImportError:
+        transformers_version = None
+    return {
+        "command": command,
+        "profile": profile.name,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "cores": torch.get_num_threads()
+        if sys.platform != "linux"
+        else len(__import__("os").sched_getaffinity(0)),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers_version,
+        "python": platform.python_version(),
+        "total_minutes": seconds / 60,
+        "note": note,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a < 5 minute run (fewer steps, reps, examples)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="run sizes (overrides --quick)")
+    parser.add_argument(
+        "--only", nargs="+", choices=ORDER, metavar="NAME", help=f"run only these: {', '.join(ORDER)}"
+    )
+    parser.add_argument("--output-dir", type=Path, default=REPO / "bench", help="where results.json/.md go")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="tokenizer cache (default bench/results/)")
+    parser.add_argument("--note", help="a remark printed above the tables, e.g. 'measured on a busy machine'")
+    args = parser.parse_args(argv)
+
+    profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    results = run_suite(profile, only=args.only, cache=args.cache, command=command.strip(), note=args.note)
+    json_path, markdown_path = args.output_dir / "results.json", args.output_dir / "results.md"
+    write(results, json_path=json_path, markdown_path=markdown_path)
+    log(f"wrote {json_path} and {markdown_path} in {results['meta']['total_minutes']:.1f} minutes")
+    failed = [name for name, result in results["comparisons"].items() if "error" in result]
+    if failed:
+        log(f"failed: {', '.join(failed)} (see results.json)")
+    log(
+        json.dumps(
+            {
+                name: r.get("rows") and {k: v.get("ratio") for k, v in r["rows"].items()}
+                for name, r in results["comparisons"].items()
+            }
+        )
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
