@@ -802,14 +802,12 @@ class Trainer:
     def _maybe_log_save_evaluate(self, model: nn.Module, trial: Any) -> None:
         if self.control.should_log and self.state.global_step > self._last_logged_step:
             self._log_training_progress()
-        metrics = None
         if self.control.should_evaluate:
-            metrics = self._evaluate_during_training(trial)
+            self._evaluate_during_training(trial)
         if self.control.should_save:
             self._save_checkpoint(model)
             self.control = self.callback_handler.on_save(self.args, self.state, self.control)
         self.control.reset_for_new_step()
-        del metrics
 
     def _log_training_progress(self) -> None:
         acc = self.state.loss_accumulators
