@@ -122,3 +122,69 @@ def test_torch_compile_trains(tmp_path):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_hyperparameter_search_runs_trials_with_fresh_models(tmp_path, monkeypatch):
+    """The optuna wiring, with a stand-in for optuna (not installed here): each trial applies hp_space to a
+    copy of the arguments, trains a fresh model from model_init and is scored on the eval metrics."""
+    import sys
+    import types
+
+    class Trial:
+        def __init__(self, number):
+            self.number, self.params, self.reports = number, {}, []
+
+        def suggest_float(self, name, low, high, log=False):
+            self.params[name] = [0.5, 0.0][self.number]
+            return self.params[name]
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+    class Study:
+        def optimize(self, objective, n_trials):
+            self.trials = [Trial(i) for i in range(n_trials)]
+            for t in self.trials:
+                t.value = objective(t)
+            self.best_trial = min(self.trials, key=lambda t: t.value)
+
+    study = Study()
+    monkeypatch.setitem(sys.modules, "optuna", types.SimpleNamespace(create_study=lambda direction: study))
+    built = []
+    trainer = Trainer(
+        model_init=lambda: built.append(ToySeq2Seq()) or built[-1],
+        args=toy_args(tmp_path, max_steps=3, learning_rate=0.5),
+        data_collator=ToyCollator(),
+        train_dataset=make_examples(12),
+        eval_dataset=make_examples(4, seed=9),
+    )
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 0.0, 1.0)}, n_trials=2
+    )
+    assert len(built) == 3  # one at construction, one per trial
+    values = {t.params["learning_rate"]: t.value for t in study.trials}
+    assert values[0.0] != values[0.5]  # each trial trained with its own learning rate
+    assert best.objective == min(values.values())
+    assert best.hyperparameters == {"learning_rate": min(values, key=values.get)}
+    assert trainer.args.learning_rate == 0.5 and trainer.args.output_dir == str(tmp_path)  # restored
+
+
+def test_past_index_feeds_mems_back(tmp_path):
+    class WithMemory(ToySeq2Seq):
+        def __init__(self):
+            super().__init__()
+            self.received = []
+
+        def forward(self, input_ids, attention_mask=None, labels=None, mems=None):
+            self.received.append(mems)
+            out = super().forward(input_ids, attention_mask, labels=labels)
+            return (out.loss, out.logits, torch.full((1,), float(len(self.received))))
+
+    model = WithMemory()
+    Trainer(
+        model=model,
+        args=toy_args(tmp_path, max_steps=3, past_index=2),
+        data_collator=ToyCollator(),
+        train_dataset=make_examples(12),
+    ).train()
+    assert model.received[0] is None and [m.item() for m in model.received[1:]] == [1.0, 2.0]
