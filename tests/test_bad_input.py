@@ -97,13 +97,13 @@ def _pairs(path: Path, **kwargs):
 def _training_args(**kwargs):
     from s2s.training_args import TrainingArguments
 
-    return TrainingArguments(output_dir="unused", **kwargs)
+    return TrainingArguments(**{"output_dir": "unused", **kwargs})
 
 
 def _seq2seq_args(**kwargs):
     from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
 
-    return Seq2SeqTrainingArguments(output_dir="unused", **kwargs)
+    return Seq2SeqTrainingArguments(**{"output_dir": "unused", **kwargs})
 
 
 def _parser():
@@ -412,6 +412,167 @@ def malformed_csv_row(tmp_path):
 @case(ValueError, "missing.jsonl", "no such file")
 def missing_data_file(tmp_path):
     _pairs(tmp_path / "missing.jsonl")
+
+
+# ------------------------------------------------------------------------------------------- trainer
+
+
+def _collate(features):
+    def pad(rows, value):
+        width = max(map(len, rows))
+        return torch.tensor([row + [value] * (width - len(row)) for row in rows])
+
+    input_ids = pad([f["input_ids"] for f in features], 0)
+    labels = pad([f["labels"] for f in features], -100)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(), "labels": labels}
+
+
+_EXAMPLES = [{"input_ids": [5 + i % 7, 6, 3], "labels": [7, 8 + i % 5, 3]} for i in range(8)]
+
+
+def _trainer(tmp_path: Path, model=None, *, seq2seq: bool = False, **overrides):
+    from s2s.seq2seq_trainer import Seq2SeqTrainer
+    from s2s.trainer import Trainer
+
+    args = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        disable_tqdm=True,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        save_strategy="no",
+        use_cpu=True,
+    )
+    args.update(overrides)
+    cls, make_args = (Seq2SeqTrainer, _seq2seq_args) if seq2seq else (Trainer, _training_args)
+    training_args = make_args(**args)
+    return cls(
+        model=model or _tiny_model(),
+        args=training_args,
+        train_dataset=_EXAMPLES,
+        eval_dataset=_EXAMPLES,
+        data_collator=_collate,
+    )
+
+
+@case(ValueError, "resume_from_checkpoint=True", "/out", "no complete checkpoint")
+def resume_without_a_checkpoint(tmp_path):
+    _trainer(tmp_path).train(resume_from_checkpoint=True)
+
+
+@case(CheckpointError, "embed_tokens.weight", "checkpoint (32, 16) vs model (48, 16)", "vocab_size=32")
+def trainer_resumes_another_models_checkpoint(tmp_path):
+    path = _checkpoint(tmp_path)
+    _trainer(tmp_path, _tiny_model(vocab_size=48)).train(resume_from_checkpoint=str(path))
+
+
+@case(
+    ValueError,
+    "already holds checkpoints",
+    "checkpoint-5",
+    "resume_from_checkpoint=True",
+    "overwrite_output_dir",
+)
+def training_over_existing_checkpoints(tmp_path):
+    _checkpoint(tmp_path)
+    _trainer(tmp_path).train()
+
+
+@case(RuntimeError, "3 updates in a row", "NaN/inf", "max_consecutive_nonfinite_steps")
+def nan_loss_stops_training(tmp_path):
+    model = _tiny_model()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.fill_(float("nan"))
+    _trainer(tmp_path, model, max_steps=10, max_consecutive_nonfinite_steps=3).train()
+
+
+@case(ValueError, "['num_beams']", "predict_with_generate=True")
+def generation_options_without_generation(tmp_path):
+    _trainer(tmp_path, seq2seq=True).evaluate(num_beams=4)
+
+
+@case(ValueError, "'num_beam'", "did you mean 'num_beams'")
+def unknown_generation_option_at_predict(tmp_path):
+    _trainer(tmp_path, seq2seq=True, predict_with_generate=True).predict(_EXAMPLES, num_beam=4)
+
+
+# ------------------------------------------------------------------------------------------- recipes
+
+
+_TOKENIZER = {}
+
+
+def _tokenizer():
+    """A small sentencepiece tokenizer (42 ids), trained once per test session."""
+    if "tok" not in _TOKENIZER:
+        import random
+
+        from s2s.tokenization import train_tokenizer
+
+        rng = random.Random(0)
+        words = [
+            "haus",
+            "katze",
+            "hund",
+            "baum",
+            "auto",
+            "stadt",
+            "fluss",
+            "berg",
+            "the",
+            "cat",
+            "dog",
+            "tree",
+            "car",
+            "city",
+            "river",
+            "mountain",
+        ]
+        texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(300)]
+        _TOKENIZER["tok"] = train_tokenizer(texts, vocab_size=60, hard_vocab_limit=False)
+    return _TOKENIZER["tok"]
+
+
+@case(ValueError, "the tokenizer has 42 ids", "vocab_size 32", "use the tokenizer saved with the model")
+def tokenizer_does_not_match_the_model(tmp_path):
+    from recipes.common import DataArguments, ModelArguments, load_or_build_model
+
+    _tiny_model().save_pretrained(tmp_path / "model")
+    model_args = ModelArguments(model_name_or_path=str(tmp_path / "model"))
+    load_or_build_model(model_args, DataArguments(max_source_length=8, max_target_length=8), _tokenizer())
+
+
+@case(ValueError, "train: 1 of 2 sources", "max_source_length=4", "example 1", "--error_on_truncation")
+def too_long_text_with_error_on_truncation(tmp_path):
+    import datasets
+
+    from recipes.common import SOURCE, TARGET, DataArguments, tokenize_splits
+
+    raw = datasets.Dataset.from_dict(
+        {SOURCE: ["cat", "the cat and the dog in the city by the river"], TARGET: ["katze", "katze"]}
+    )
+    data_args = DataArguments(max_source_length=4, max_target_length=16, error_on_truncation=True)
+    data_args.val_max_target_length = 16
+    tokenize_splits({"train": raw}, _tokenizer(), data_args)
+
+
+@case(TypeError, "text[0] is NoneType", "missing text in the data")
+def missing_text_reaches_the_tokenizer(tmp_path):
+    _tokenizer()([None, "the cat"])
+
+
+@case(ValueError, "do_train needs --train_file")
+def training_without_a_train_file(tmp_path):
+    from recipes.common import DataArguments, ModelArguments, check_arguments
+
+    check_arguments(ModelArguments(), DataArguments(), _seq2seq_args(do_train=True))
+
+
+@case(ValueError, "--source_lang", "--target_lang", "give both")
+def source_language_without_target_language(tmp_path):
+    from recipes.common import DataArguments, task_defaults
+
+    task_defaults("translation", DataArguments(source_lang="de"))
 
 
 # ------------------------------------------------------------------------------------------- the table
