@@ -13,6 +13,7 @@ import argparse
 import datetime
 import importlib
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -121,7 +122,7 @@ def run_suite(
     note: str | None = None,
 ) -> dict:
     """Run the selected comparisons (all by default) and return the results dict (not yet written)."""
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     selected = [name for name in ORDER if not only or name in only]
     toolkits, missing = available_toolkits()
     results: dict = {"meta": {}, "peak": None, "comparisons": {}, "skipped": {}}
@@ -165,6 +166,9 @@ def run_suite(
             results["comparisons"][name] = outcome
     results["meta"] = _meta(profile, command=command, note=note, seconds=time.perf_counter() - started)
     results["meta"]["missing_toolkits"] = missing
+    # 1-minute load averages: above ~0.5 per core, another job shared the CPU and the figures are low
+    results["meta"]["load_average_before"] = load_before
+    results["meta"]["load_average_after"] = os.getloadavg()
     return results
 
 
@@ -193,9 +197,7 @@ def _meta(profile: Profile, *, command: str, note: str | None, seconds: float) -
         "profile": profile.name,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu_name(),
-        "cores": torch.get_num_threads()
-        if sys.platform != "linux"
-        else len(__import__("os").sched_getaffinity(0)),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers_version,

@@ -55,6 +55,9 @@ class Profile:
     quality_test_examples: int | None = None
     """Multi30k test2016 sentences scored for time to quality (None: all 1,000)."""
     quality_batch_size: int = 64
+    quality_beams: int = 4
+    quality_new_tokens: int = 64
+    """Longest translation (new tokens) when scoring test2016; Multi30k references are under 50 tokens."""
     peak_size: int = 2048
     peak_runs: int = 5
     overhead_precisions: tuple[str, ...] = ("fp32", "bf16")
@@ -102,6 +105,8 @@ PROFILES = {
         quality_seconds=1.0,
         quality_test_examples=8,
         quality_batch_size=8,
+        quality_beams=1,
+        quality_new_tokens=8,
         peak_size=128,
         peak_runs=2,
         overhead_precisions=("fp32",),

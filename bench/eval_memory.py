@@ -74,7 +74,7 @@ def child(args: argparse.Namespace) -> dict:
         metrics = trainer.evaluate()
         seconds = time.perf_counter() - started
     return {
-        "value": peak_rss_mb(),
+        "value": max(peak_rss_mb(), current_rss_mb()),  # ru_maxrss can lag the current RSS a little
         "before_eval_mb": before,
         "seconds": seconds,
         "token_accuracy": metrics.get("eval_token_accuracy"),

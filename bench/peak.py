@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -19,18 +20,26 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_gflops(size: int, dtype: torch.dtype, *, runs: int) -> list[float]:
-    """GFLOP/s of `runs` timed (size x size) @ (size x size) products, after one untimed warm-up."""
+def matmul_gflops(size: int, dtype: torch.dtype, *, runs: int, min_seconds: float = 0.2) -> list[float]:
+    """GFLOP/s of `runs` timed batches of (size x size) @ (size x size) products, after an untimed warm-up.
+
+    Each timed run repeats the product enough times to last about `min_seconds`, so a small size is not
+    a measurement of timer resolution and thread wake-up.
+    """
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(dtype)
     b = torch.randn(size, size, generator=generator).to(dtype)
     out = torch.empty(size, size, dtype=dtype)
+    started = time.perf_counter()
     torch.matmul(a, b, out=out)  # warm-up: kernel selection, page faults of the output
+    torch.matmul(a, b, out=out)
+    repeats = max(1, math.ceil(min_seconds / max((time.perf_counter() - started) / 2, 1e-9)))
     rates = []
     for _ in range(runs):
         started = time.perf_counter()
-        torch.matmul(a, b, out=out)
-        rates.append(2 * size**3 / (time.perf_counter() - started) / 1e9)
+        for _ in range(repeats):
+            torch.matmul(a, b, out=out)
+        rates.append(repeats * 2 * size**3 / (time.perf_counter() - started) / 1e9)
     return rates
 
 

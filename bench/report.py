@@ -48,6 +48,10 @@ def comparison_table(result: dict) -> list[str]:
     return lines
 
 
+def _load(value: Any) -> str:
+    return "-" if not value else f"{value[0]:.1f}"
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -59,7 +63,8 @@ def markdown(results: dict) -> str:
         "",
         f"`{meta['command']}` on {meta['cpu']} ({meta['cores']} cores, torch {meta['torch']} with "
         f"{meta['threads']} threads, transformers {meta.get('transformers', '-')}), {meta['date']}, "
-        f"{meta['total_minutes']:.1f} minutes. Profile `{meta['profile']}`."
+        f"{meta['total_minutes']:.1f} minutes. Profile `{meta['profile']}`. Load average before/after: "
+        f"{_load(meta.get('load_average_before'))} / {_load(meta.get('load_average_after'))}."
         + (f" **{meta['note']}**" if meta.get("note") else ""),
         "",
         "Ratios are medians of per-repetition ratios (ours and Hugging Face run alternately, A B A B); above 1 "

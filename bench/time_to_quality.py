@@ -1,6 +1,6 @@
 """Comparison 6: time to quality. Each toolkit trains its model (same size, same tokenizer, same
 hyper-parameters) on Multi30k train for the same wall-clock budget, then translates Multi30k test2016 with
-4 beams; sacreBLEU (`metrics.bleu`) against the raw references.
+4 beams (`quality_beams`); sacreBLEU (`metrics.bleu`) against the raw references.
 
 Each side uses its best settings: bf16 autocast and its own length-aware batching (ours a token budget,
 theirs `group_by_length`), label smoothing 0.1 (with `decoder_input_ids` from each toolkit's collator, as
@@ -74,7 +74,9 @@ def train_and_score(
         data_collator=toolkit.DataCollatorForSeq2Seq(data.tokenizer, label_pad_token_id=-100),
     )
     with Stopwatch() as predict_watch:
-        output = predictor.predict(test.features, num_beams=4, max_new_tokens=64)
+        output = predictor.predict(
+            test.features, num_beams=profile.quality_beams, max_new_tokens=profile.quality_new_tokens
+        )
     predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     ids = np.where(np.asarray(predictions) < 0, data.tokenizer.pad_token_id, predictions)
     hypotheses = data.tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -124,7 +126,7 @@ def run(
             "precision": PRECISION,
             "batching": f"ours max_tokens_per_batch={max_tokens}; theirs group_by_length, batch {profile.batch_size}",
             "test sentences": len(data.test.head(profile.quality_test_examples)),
-            "decoding": "4 beams, max_new_tokens 64",
+            "decoding": f"{profile.quality_beams} beams, max_new_tokens {profile.quality_new_tokens}",
         },
         "rows": {f"{profile.quality_seconds:g} s budget": row},
     }
