@@ -51,7 +51,7 @@ def curves(history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[float],
     """Each logged quantity as (steps, values), finite values only, in logging order.
 
     Entries without a `step` (a final summary, say) are skipped: there is no x to draw them at, and so are
-    quantities that are zero throughout.
+    training quantities that are zero throughout (evaluation metrics always stay).
     """
     series: dict[str, tuple[list[float], list[float]]] = {}
     for entry in history:
@@ -66,8 +66,9 @@ def curves(history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[float],
             xs, ys = series.setdefault(key, ([], []))
             xs.append(float(step))
             ys.append(float(value))
-    # A counter that stayed at zero (nonfinite_steps in a healthy run) is a flat line that says nothing.
-    return {key: line for key, line in series.items() if any(line[1])}
+    # A training counter that stayed at zero (nonfinite_steps in a healthy run) is a flat line that says
+    # nothing; an evaluation metric at zero (BLEU of an untrained model) is a result and stays.
+    return {key: line for key, line in series.items() if key.startswith("eval_") or any(line[1])}
 
 
 def plot_learning_curves(

@@ -50,9 +50,10 @@ def test_curves_skip_bookkeeping_non_finite_and_stepless_entries():
     history = synthetic_history(steps=4, eval_every=2)
     history[1]["loss"] = math.nan
     for entry in history[:-1]:
-        entry["nonfinite_steps"] = 0
+        entry["nonfinite_steps" if "loss" in entry else "eval_ter"] = 0
     series = curves(history)
     assert "nonfinite_steps" not in series  # zero throughout: nothing to see
+    assert series["eval_ter"][1] == [0.0, 0.0]  # a metric at zero is a result
     assert "eval_runtime" not in series and "epoch" not in series and "train_runtime" not in series
     assert series["loss"][0] == [1.0, 3.0, 4.0]  # step 2 was NaN: a gap, not a zero
     assert series["eval_bleu"] == ([2.0, 4.0], [6.0, 12.0])

@@ -1,4 +1,5 @@
-"""The recipes run end to end on a few dozen examples with a tiny model: files written, metrics finite."""
+"""The translation recipe runs end to end on a few dozen examples with a tiny model: files written, metrics
+finite; its output_dir then serves predictions and recipes.generate. Helpers shared with the summarization test."""
 
 import json
 import math
@@ -8,7 +9,7 @@ import pytest
 
 pytest.importorskip("s2s.seq2seq_trainer", reason="waits for s2s.seq2seq_trainer.Seq2SeqTrainer (issue 3)")
 
-from recipes import common, generate, summarization, translation  # noqa: E402
+from recipes import common, generate, translation  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "recipes" / "configs"
@@ -47,12 +48,12 @@ def check_outputs(out: Path, results: dict, metric: str, *, steps: int, n_test: 
     rows = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
     assert len(rows) == n_test and {"source", "reference", "hypothesis", "scores"} <= set(rows[0])
     assert metric in rows[0]["scores"]
-    for key in (f"eval_{metric}", f"predict_{metric}", "train_loss", "eval_loss"):
+    for key in (f"eval_{metric}", f"predict_{metric}", "train_loss"):
         assert math.isfinite(results[key]), key
     all_results = json.loads((out / "all_results.json").read_text())
     assert all_results[f"predict_{metric}"] == pytest.approx(results[f"predict_{metric}"])
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == steps and any("eval_loss" in entry for entry in state["log_history"])
+    assert state["global_step"] == steps and any(f"eval_{metric}" in entry for entry in state["log_history"])
 
 
 @pytest.fixture(scope="module")
@@ -93,37 +94,3 @@ def test_predict_only_from_a_trained_output_dir(translation_run, tmp_path, capsy
     assert math.isfinite(results["predict_bleu"])
     assert len((tmp_path / "again" / "generated_predictions.txt").read_text().splitlines()) == 4
     assert "Test (4 examples): bleu" in capsys.readouterr().out
-
-
-def test_summarization_recipe_end_to_end_with_sortish_sampler(tmp_path, capsys):
-    pairs = [
-        (v, t)
-        for v in ("baked", "bought", "found", "sold")
-        for t in ("cake", "car", "book", "dog", "hat", "key")
-    ]
-    rows = [
-        {
-            "document": f"Anna: I {verb} the {thing}. Tom: Great, see you at {i}.",
-            "summary": f"Anna {verb} the {thing}.",
-        }
-        for i, (verb, thing) in enumerate(pairs)
-    ]
-    files = {}
-    for split, part in (("train", rows), ("validation", rows[:8]), ("test", rows[-6:])):
-        files[split] = tmp_path / f"{split}.jsonl"
-        files[split].write_text("".join(json.dumps(r) + "\n" for r in part))
-    results = run(
-        summarization,
-        "debug_summarization.yaml",
-        tmp_path / "out",
-        tmp_path / "cache",
-        "--train_file", str(files["train"]),
-        "--validation_file", str(files["validation"]),
-        "--test_file", str(files["test"]),
-        "--text_column", "document",
-        "--summary_column", "summary",
-        "--group_by_length", "false",
-        "--sortish_sampler", "true",
-    )  # fmt: skip
-    check_outputs(tmp_path / "out", results, "rouge1", steps=6, n_test=6)
-    assert "Test (6 examples): rouge1" in capsys.readouterr().out
