@@ -27,8 +27,7 @@ class StopAt(TrainerCallback):
 
 
 def make_trainer(output_dir, sampling, *, callbacks=(), **overrides):
-    args = toy_args(
-        output_dir,
+    settings = dict(
         per_device_train_batch_size=2,
         gradient_accumulation_steps=2,
         max_steps=6,
@@ -37,9 +36,8 @@ def make_trainer(output_dir, sampling, *, callbacks=(), **overrides):
         optim="adamw_torch",
         learning_rate=0.02,
         warmup_steps=2,
-        **SAMPLING[sampling],
-        **overrides,
     )
+    args = toy_args(output_dir, **(settings | SAMPLING[sampling] | overrides))
     seen = []
 
     class Recording(ToyCollator):
@@ -109,3 +107,27 @@ def test_refuses_to_train_over_checkpoints(tmp_path):
         second.train()
     third, _ = make_trainer(tmp_path, "random", overwrite_output_dir=True)
     assert third.train().global_step == 6
+
+
+def test_sigterm_saves_after_the_current_update_and_resumes_exactly(tmp_path):
+    import os
+    import signal
+
+    from s2s.signals import TrainingInterrupted
+
+    class SendSigterm(TrainerCallback):
+        def on_substep_end(self, args, state, control, **kwargs):
+            if state.global_step == 4:  # mid-window of update 5: the update must still complete
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    straight, _ = make_trainer(tmp_path / "straight", "random", save_steps=100)
+    straight.train()
+    interrupted, _ = make_trainer(tmp_path / "run", "random", save_steps=100, callbacks=[SendSigterm()])
+    with pytest.raises(TrainingInterrupted) as info:
+        interrupted.train()
+    assert info.value.step == 5 and info.value.checkpoint == tmp_path / "run" / "checkpoint-5"
+    resumed, _ = make_trainer(tmp_path / "run", "random", save_steps=100)
+    resumed.train(resume_from_checkpoint=True)
+    assert losses(resumed) == losses(straight)
+    for name, value in params_of(straight.model).items():
+        torch.testing.assert_close(params_of(resumed.model)[name], value, atol=1e-6, rtol=0)
