@@ -47,10 +47,13 @@ class Profile:
     num_beams: int = 4
     memory_examples: int = 5000
     memory_vocab_size: int = 32000
-    memory_target_length: int = 16
-    memory_cap_gb: float = 8.0
+    memory_target_length: int = 10
+    """Targets are cut to this many tokens: 5,000 x 10 x 32k float32 logits are 6.1 GiB, and a trainer that
+    concatenates them holds about twice that at the end."""
+    memory_cap_gb: float = 14.0
     """Address-space cap of each memory subprocess, so an evaluation that hoards logits fails alone instead
-    of pushing a shared machine into the out-of-memory killer. A run that hits it is reported as "> cap"."""
+    of pushing the machine (23 GiB here) into the out-of-memory killer. A run that hits it is reported as
+    "> cap"."""
     quality_seconds: float = 600.0
     quality_test_examples: int | None = None
     """Multi30k test2016 sentences scored for time to quality (None: all 1,000)."""
@@ -73,13 +76,13 @@ PROFILES = {
         name="quick",
         repetitions=2,
         model={"d_model": 256, "encoder_layers": 3, "decoder_layers": 3, "num_heads": 4, "ffn_dim": 1024},
-        train_steps=6,
-        warmup_steps=2,
+        train_steps=5,
+        warmup_steps=1,
         eval_examples=64,
         eval_new_tokens=24,
-        memory_examples=1000,
-        quality_seconds=60.0,
-        quality_test_examples=300,
+        memory_examples=500,
+        quality_seconds=45.0,
+        quality_test_examples=200,
         peak_size=1536,
         peak_runs=3,
         overhead_precisions=("fp32",),
@@ -101,7 +104,6 @@ PROFILES = {
         memory_examples=32,
         memory_vocab_size=2000,
         memory_target_length=8,
-        memory_cap_gb=8.0,
         quality_seconds=1.0,
         quality_test_examples=8,
         quality_batch_size=8,

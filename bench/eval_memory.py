@@ -95,31 +95,37 @@ def run(
         )
         log_fn(f"  {label}")
         measured: dict[str, list[dict]] = {}
-        for repetition in range(1 if profile.name != "full" else 2):
-            for side in ("ours", "theirs"):
-                if side not in toolkits:
-                    continue
-                args = [
-                    "--child",
-                    f"--side={side}",
-                    f"--preprocess={variant}",
-                    f"--examples={n}",
-                    f"--vocab-size={vocab}",
-                    f"--target-length={length}",
-                    f"--batch-size={profile.eval_batch_size}",
-                    f"--model={json.dumps(profile.model)}",
-                    f"--tokenizer-dir={data.tokenizer_dir}",
-                    f"--data={DATA / 'train.jsonl.gz'}",
-                ]
-                result = run_json_subprocess(
-                    "bench.eval_memory", args, timeout=1800, cap_gb=profile.memory_cap_gb
-                )
-                measured.setdefault(side, []).append(result)
-                shown = f"{result['value']:,.0f} MiB" if "value" in result else result["error"][-120:]
-                log_fn(f"    rep {repetition + 1} {side}: {shown}")
+        # Peak memory is deterministic: one fresh process per side (A then B) is enough.
+        for side in ("ours", "theirs"):
+            if side not in toolkits:
+                continue
+            args = [
+                "--child",
+                f"--side={side}",
+                f"--preprocess={variant}",
+                f"--examples={n}",
+                f"--vocab-size={vocab}",
+                f"--target-length={length}",
+                f"--batch-size={profile.eval_batch_size}",
+                f"--model={json.dumps(profile.model)}",
+                f"--tokenizer-dir={data.tokenizer_dir}",
+                f"--data={DATA / 'train.jsonl.gz'}",
+            ]
+            result = run_json_subprocess(
+                "bench.eval_memory", args, timeout=1800, cap_gb=profile.memory_cap_gb
+            )
+            measured[side] = [result]
+            shown = f"{result['value']:,.0f} MiB" if "value" in result else result["error"][-160:]
+            log_fn(f"    {side}: {shown}")
         rows[label] = _row(measured, cap_gb=profile.memory_cap_gb)
+    growth = [
+        f"- {label}: ours +{_growth(row, 'ours')} MiB, Hugging Face +{_growth(row, 'theirs')} MiB"
+        for label, row in rows.items()
+    ]
     return {
         "title": "Peak memory (RSS) of an evaluation, fresh process each, lower is better",
+        "markdown": "\nGrowth of RSS during `evaluate()` (peak minus RSS before it; the rest is imports and the "
+        "model):\n\n" + "\n".join(growth),
         "setup": {
             "examples": n,
             "vocab_size": vocab,
@@ -135,6 +141,11 @@ def run(
         ],
         "rows": rows,
     }
+
+
+def _growth(row: dict, side: str) -> str:
+    peak, before = row.get(side), row.get(f"before_eval_mb_{side}")
+    return f"{peak - before:,.0f}" if isinstance(peak, float) and before is not None else "-"
 
 
 def _row(measured: dict[str, list[dict]], *, cap_gb: float) -> dict:

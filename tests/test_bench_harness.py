@@ -144,3 +144,25 @@ def test_markdown_marks_goals_and_capped_cells():
     assert "| bf16 | tokens/s | 3.0 | 1.0 | 3.00x (goal 2x: met) |" in text
     assert "(goal 2x: MISSED)" in text
     assert "> 8 GiB cap" in text and "RuntimeError: boom" in text and "generation: not there yet" in text
+
+
+def test_memory_row_reports_a_capped_side_without_a_number():
+    from bench.eval_memory import _row
+
+    row = _row(
+        {
+            "ours": [{"value": 900.0, "before_eval_mb": 500.0}],
+            "theirs": [{"error": "exit code 1: MemoryError"}],
+        },
+        cap_gb=14,
+    )
+    assert row["ours"] == 900.0 and row["theirs"] == "> 14 GiB cap" and row["ratio"] is None
+    assert row["theirs_error"].endswith("MemoryError")
+    both = _row(
+        {
+            "ours": [{"value": 100.0, "before_eval_mb": 1.0}],
+            "theirs": [{"value": 300.0, "before_eval_mb": 1.0}],
+        },
+        cap_gb=1,
+    )
+    assert both["ratio"] == pytest.approx(3.0)  # theirs / ours: above 1, we use less
