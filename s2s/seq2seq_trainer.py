@@ -18,12 +18,13 @@ What it adds, and why (ANCHORS F1, F4, F7, F8, F13):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -257,23 +258,19 @@ class Seq2SeqTrainer(Trainer):
         with self._generation_settings(gen_kwargs):
             return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
-    def _generation_settings(self, gen_kwargs: dict[str, Any]):
-        trainer = self
-
-        class _Scope:
-            def __enter__(self) -> None:
-                self.saved = trainer._gen_config
-                if gen_kwargs and not trainer.args.predict_with_generate:
-                    raise ValueError(
-                        f"generation options {sorted(gen_kwargs)} only apply with predict_with_generate=True; "
-                        "set it or drop them"
-                    )
-                trainer._gen_config = trainer.build_generation_config(**gen_kwargs)
-
-            def __exit__(self, *exc: Any) -> None:
-                trainer._gen_config = self.saved
-
-        return _Scope()
+    @contextlib.contextmanager
+    def _generation_settings(self, gen_kwargs: dict[str, Any]) -> Iterator[None]:
+        """Use ``gen_kwargs`` on top of the trainer's settings for one evaluate/predict call."""
+        if gen_kwargs and not self.args.predict_with_generate:
+            raise ValueError(
+                f"generation options {sorted(gen_kwargs)} only apply with predict_with_generate=True; "
+                "set it or drop them"
+            )
+        saved, self._gen_config = self._gen_config, self.build_generation_config(**gen_kwargs)
+        try:
+            yield
+        finally:
+            self._gen_config = saved
 
     def _loss_wanted_with_generate(self) -> bool:
         if self.compute_generate_loss is not None:
