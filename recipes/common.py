@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import datasets
 import numpy as np
 
+from s2s.callbacks import TrainerCallback
 from s2s.text_files import detect_format, load_text_pairs
 
 logger = logging.getLogger("recipes")
@@ -144,6 +146,11 @@ class DataArguments:
     num_examples_to_print: int = 3
     """How many test examples (source, reference, hypothesis) the job prints at the end."""
 
+    max_train_minutes: float | None = None
+    """Stop training after this many minutes of wall-clock time, with a checkpoint and an evaluation at that
+    step (`max_steps` stays a cap). Pair it with a schedule that does not need to know the end
+    (inverse_sqrt, constant_with_warmup): a linear or cosine decay would be cut off part-way."""
+
 
 def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
     """Fill the task's defaults (columns, metrics) and refuse settings that cannot work, before any work."""
@@ -169,6 +176,8 @@ def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
         raise ValueError("max_source_length and max_target_length must leave room for a token and eos (>= 2)")
     if data_args.val_max_target_length is None:
         data_args.val_max_target_length = data_args.max_target_length
+    if data_args.max_train_minutes is not None and not data_args.max_train_minutes > 0:
+        raise ValueError(f"max_train_minutes must be > 0, got {data_args.max_train_minutes}")
     return data_args
 
 
@@ -572,6 +581,37 @@ def configure_generation(model: Any, data_args: DataArguments) -> None:
 # trainer
 
 
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training once `minutes` of wall-clock time have passed since training began, saving a checkpoint
+    and evaluating at that step. Under DDP the ranks agree (any rank over budget stops all), so none waits for
+    the others in a collective that never comes."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60.0
+        self.start: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from s2s import distributed
+
+        over = self.start is not None and time.monotonic() - self.start >= self.seconds
+        if distributed.is_distributed():
+            over = distributed.all_reduce_sum(int(over)) > 0
+        if over and not control.should_training_stop:
+            logger.info(
+                "time budget of %.1f minutes reached at step %d: stopping",
+                self.seconds / 60,
+                state.global_step,
+            )
+            control.should_training_stop = True
+            control.should_log = True
+            control.should_save = str(args.save_strategy) != "no"
+            control.should_evaluate = str(args.eval_strategy) != "no"
+        return control
+
+
 def build_trainer(
     model: Any,
     tokenizer: Any,
@@ -596,6 +636,16 @@ def build_trainer(
         logger.warning(
             "predict_with_generate is off: evaluation reports the loss only (BLEU/ROUGE need generated outputs)"
         )
+    callbacks = []
+    if data_args.max_train_minutes is not None:
+        callbacks.append(TimeBudgetCallback(data_args.max_train_minutes))
+        if str(training_args.lr_scheduler_type) in ("linear", "cosine", "cosine_with_restarts", "polynomial"):
+            logger.warning(
+                "max_train_minutes with lr_scheduler_type=%s: the decay is planned over max_steps=%d and will be "
+                "cut off where the time runs out; inverse_sqrt or constant_with_warmup do not depend on the end",
+                training_args.lr_scheduler_type,
+                training_args.max_steps,
+            )
     return Seq2SeqTrainer(
         model=model,
         args=training_args,
@@ -604,6 +654,7 @@ def build_trainer(
         eval_dataset=tokenized.get("validation"),
         tokenizer=tokenizer,
         compute_metrics=compute_metrics,
+        callbacks=callbacks,
     )
 
 

@@ -310,3 +310,21 @@ def test_generate_reads_stdin_and_keeps_line_order(tokenizer, tmp_path):
     # batches are sorted by length: each output must still match generating that line on its own
     alone = generate.generate_lines([lines[2]], *generate.load_model(tmp_path), num_beams=2)
     assert produced[2] == alone[0]
+
+
+def test_time_budget_stops_training_with_a_checkpoint_and_an_evaluation():
+    from types import SimpleNamespace
+
+    from s2s.callbacks import TrainerControl
+
+    callback = common.TimeBudgetCallback(minutes=1e-9)
+    args = SimpleNamespace(save_strategy="steps", eval_strategy="no")
+    state = SimpleNamespace(global_step=7)
+    control = TrainerControl()
+    callback.on_step_end(args, state, control)  # before on_train_begin: no clock, no stop
+    assert not control.should_training_stop
+    callback.on_train_begin(args, state, control)
+    control = callback.on_step_end(args, state, control)
+    assert control.should_training_stop and control.should_save and not control.should_evaluate
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        common.task_defaults("summarization", DataArguments(max_train_minutes=0))
