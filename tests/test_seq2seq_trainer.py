@@ -361,3 +361,20 @@ def test_generation_settings_are_logged_at_train_start(tok, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="s2s"):
         trainer.train()
     assert "evaluation generates with:" in caplog.text and "num_beams=3" in caplog.text
+
+
+def test_n_best_predictions_keep_one_row_per_example(tok, tmp_path):
+    data = make_data(tok, 7, seed=10)
+    args = make_args(tmp_path, save_predictions=True)
+    trainer = make_trainer(tok, tmp_path, args=args, compute_metrics=count_rows)
+    out = trainer.predict(data, num_beams=3, num_return_sequences=2)
+    assert out.predictions.shape[:2] == (7, 2) and out.metrics["test_rows"] == 7
+    model = trainer.model
+    best = model.generate(
+        torch.tensor([data[4]["input_ids"]]), num_beams=3, num_return_sequences=2, max_new_tokens=6
+    )
+    for k in range(2):
+        row = out.predictions[4, k].tolist()
+        assert row[: best.shape[1]] == best[k].tolist()
+    rows = (tmp_path / "out" / "test_predictions.jsonl").read_text().splitlines()
+    assert len(rows) == 7 and len(json.loads(rows[4])["hypothesis"]) == 2
