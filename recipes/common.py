@@ -107,8 +107,9 @@ class DataArguments:
     """Training targets longer than this many tokens (eos included) are truncated, with a counted warning."""
 
     val_max_target_length: int | None = None
-    """Truncation of evaluation and test references, and the longest generated output (`max_new_tokens`)
-    saved in the model's generation config; default `max_target_length`."""
+    """Truncation of evaluation and test references (default `max_target_length`), and the longest generated
+    output (`max_new_tokens`) saved in the model's generation config. Unset: a new model gets
+    `max_target_length`, a loaded model keeps the length it was saved with."""
 
     error_on_truncation: bool = False
     """Refuse texts longer than max_source_length / max_target_length instead of truncating them."""
@@ -174,8 +175,6 @@ def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if data_args.max_source_length < 2 or data_args.max_target_length < 2:
         raise ValueError("max_source_length and max_target_length must leave room for a token and eos (>= 2)")
-    if data_args.val_max_target_length is None:
-        data_args.val_max_target_length = data_args.max_target_length
     if data_args.max_train_minutes is not None and not data_args.max_train_minutes > 0:
         raise ValueError(f"max_train_minutes must be > 0, got {data_args.max_train_minutes}")
     return data_args
@@ -398,7 +397,9 @@ def tokenize_splits(
     tokenizer_key = _tokenizer_fingerprint(tokenizer)
     tokenized = {}
     for split, raw in splits.items():
-        max_target = data_args.max_target_length if split == "train" else data_args.val_max_target_length
+        max_target = data_args.max_target_length
+        if split != "train" and data_args.val_max_target_length is not None:
+            max_target = data_args.val_max_target_length
         options = {
             "tokenizer": tokenizer,
             "prefix": data_args.source_prefix or "",
@@ -565,12 +566,16 @@ def _check_tokenizer_fits(model: Any, tokenizer: Any, path: Path | None) -> None
         )
 
 
-def configure_generation(model: Any, data_args: DataArguments) -> None:
-    """Save the evaluation/prediction defaults in the model's generation config (and so in output_dir)."""
+def configure_generation(model: Any, data_args: DataArguments, *, new_model: bool) -> None:
+    """Save the evaluation/prediction defaults in the model's generation config (and so in output_dir).
+
+    A loaded model keeps the output length it was saved with unless `val_max_target_length` is given."""
     config = model.generation_config
-    config.max_new_tokens = data_args.val_max_target_length
-    if getattr(config, "max_length", None) is not None and hasattr(config, "max_length_a"):
-        config.max_length = None  # max_new_tokens decides; a stale max_length would cut outputs short
+    length = data_args.val_max_target_length or (data_args.max_target_length if new_model else None)
+    if length is not None:
+        config.max_new_tokens = length
+        if getattr(config, "max_length", None) is not None:
+            config.max_length = None  # max_new_tokens decides; a stale max_length would cut outputs short
     if data_args.num_beams is not None:
         config.num_beams = data_args.num_beams
     if hasattr(config, "validate"):
@@ -601,7 +606,7 @@ class TimeBudgetCallback(TrainerCallback):
             over = distributed.all_reduce_sum(int(over)) > 0
         if over and not control.should_training_stop:
             logger.info(
-                "time budget of %.1f minutes reached at step %d: stopping",
+                "time budget of %.3g minutes reached at step %d: stopping",
                 self.seconds / 60,
                 state.global_step,
             )

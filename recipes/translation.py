@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     # model and trainer
     model = common.load_or_build_model(model_args, data_args, tokenizer)
-    common.configure_generation(model, data_args)
+    common.configure_generation(model, data_args, new_model=model_args.model_name_or_path is None)
     trainer = common.build_trainer(model, tokenizer, training_args, tokenized, data_args=data_args, task=TASK)
 
     results: dict[str, float] = {}

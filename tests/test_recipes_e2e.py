@@ -76,6 +76,7 @@ def test_trained_output_dir_translates_a_file(translation_run, tmp_path):
     root, _ = translation_run
     (tmp_path / "in.de").write_text("Ein Hund läuft.\n\nZwei Katzen.\n")
     argv = [str(root / "out"), "--input", str(tmp_path / "in.de"), "--output", str(tmp_path / "out.en")]
+    argv += ["--max_new_tokens", "8"]  # an untrained model never says eos: keep it short
     assert generate.main(argv) == 0
     lines = (tmp_path / "out.en").read_text().split("\n")[:-1]
     assert len(lines) == 3 and lines[1] == ""
@@ -94,3 +95,6 @@ def test_predict_only_from_a_trained_output_dir(translation_run, tmp_path, capsy
     assert math.isfinite(results["predict_bleu"])
     assert len((tmp_path / "again" / "generated_predictions.txt").read_text().splitlines()) == 4
     assert "Test (4 examples): bleu" in capsys.readouterr().out
+    # the trained model's output length travels with it (no --val_max_target_length given here)
+    saved = json.loads((tmp_path / "again" / "generation_config.json").read_text())
+    assert saved["max_new_tokens"] == 64 and saved["num_beams"] == 1
