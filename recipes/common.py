@@ -542,7 +542,8 @@ def load_or_build_model(model_args: ModelArguments, data_args: DataArguments, to
     ):
         raise ValueError(
             f"the model has {limit} positions but max_source_length/max_target_length ask for {longest}; "
-            "lower them, or build the model with a larger max_position_embeddings (model_overrides)"
+            "lower them, or use a model with more positions (for a new model: "
+            'model_overrides {"max_position_embeddings": N})'
         )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %s parameters", type(model).__name__, f"{n_params:,}")

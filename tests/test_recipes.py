@@ -333,3 +333,18 @@ def test_time_budget_stops_training_with_a_checkpoint_and_an_evaluation():
     assert control.should_training_stop and control.should_save and not control.should_evaluate
     with pytest.raises(ValueError, match="max_train_minutes"):
         common.task_defaults("summarization", DataArguments(max_train_minutes=0))
+
+
+def test_recipes_run_as_plain_scripts():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "translation.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO.parent,  # not the repository: the script must find its own package
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--source_lang" in done.stdout and "--max_tokens_per_batch" in done.stdout
