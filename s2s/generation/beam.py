@@ -19,10 +19,11 @@ def beam_step(
     """log_probs: (B * K, V) processed log-probabilities; beam_scores: (B, K) running sums.
 
     Returns the best `num_candidates` continuations of each source: scores (their new sums), token ids and
-    beam ids (in [0, K)), each (B, num_candidates), best first."""
+    beam ids (in [0, K)), each (B, num_candidates), best first. `log_probs` is used as scratch space (the
+    sums are written into it): allocating a fresh (B * K, V) tensor every step costs more than the addition."""
     batch, beams = beam_scores.shape
     vocab = log_probs.size(-1)
-    total = (log_probs.view(batch, beams, vocab) + beam_scores[:, :, None]).view(batch, beams * vocab)
+    total = log_probs.view(batch, beams, vocab).add_(beam_scores[:, :, None]).view(batch, beams * vocab)
     scores, flat = total.topk(min(num_candidates, beams * vocab), dim=-1)
     return scores, flat % vocab, flat // vocab
 

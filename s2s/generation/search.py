@@ -146,7 +146,7 @@ def sample_or_greedy(
     tokens = seqs[:, 0]
     step = 0
     for step in range(max_steps):  # noqa: B007 - `step` is read after the loop
-        logits = model.decode_step(tokens, cache).float()
+        logits = model.decode_step(tokens, cache).float()  # also faster: CPU argmax over bf16 is slow
         ctx = StepContext(input_ids=seqs[:, : step + 1], step=step, max_new_tokens=row_limits)
         scores = apply_processors(processors, logits, ctx)
         if config.do_sample:
@@ -205,7 +205,7 @@ def beam_search(
 
     for step in range(max_steps):
         length = step + 1  # generated tokens once this step's token is appended
-        log_probs = model.decode_step(tokens, cache).float().log_softmax(dim=-1)
+        log_probs = model.decode_step(tokens, cache).log_softmax(dim=-1, dtype=torch.float32)
         ctx = StepContext(input_ids=seqs[:, :length], step=step, max_new_tokens=row_limits)
         log_probs = apply_processors(processors, log_probs, ctx)
         cand_scores, cand_tokens, cand_beams = beam_step(log_probs, running, num_candidates=num_candidates)

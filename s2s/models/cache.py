@@ -1,13 +1,24 @@
 """Key/value cache for step-by-step decoding of `TransformerForConditionalGeneration`.
 
-Self-attention keys/values are written into buffers preallocated for `max_steps` positions (no concatenation per
-step), in the dtype the projections produce (bf16 under bf16 autocast). Cross-attention keys/values are computed
-once per source and kept at batch size B: the R rows of a source share them (see `CrossAttention.step`), so
-reordering beams never touches them.
+Choices, each measured on CPU (see bench/generation.py):
+- Self-attention keys/values live in one buffer preallocated for `max_steps` positions: no concatenation per
+  step.
+- Beam reorders copy no key or value. A row's history is kept as an ancestry table (which of its source's R
+  rows held its ancestor at each past position); reordering beams gathers that small integer table with
+  `index_select`. At each step the R rows of a source attend to the keys of all R rows at all past positions,
+  masked to their own ancestors: the same keys are read as with a physically reordered cache (each source's
+  keys once per step), but the per-step copy of the whole cache (t x N x d per layer and tensor, the
+  dominant memory traffic of beam search on CPU) disappears.
+- Keys/values are kept in fp32 and decode-time attention runs in fp32 even under bf16 autocast: with a few query
+  positions per source the CPU attention kernels are several times slower in bf16 than in fp32, while the
+  projections (the FLOPs) still run in bf16.
+- Cross-attention keys/values are computed once per source and kept at batch size B: the R rows of a source
+  share them (see `CrossAttention.step`); they are never expanded or reordered per beam.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -17,49 +28,65 @@ class TransformerCache:
         *,
         cross_kv: list[tuple[Tensor, Tensor]],
         source_mask: Tensor | None,
-        rows: int,
+        rows_per_source: int,
         max_steps: int,
+        num_heads: int,
+        head_dim: int,
     ) -> None:
         self.cross_kv = cross_kv
-        """Per decoder layer: keys and values (B, H, S, Dh) of the encoder output."""
+        """Per decoder layer: keys and values (B, H, S, Dh) of the encoder output, fp32."""
         self.source_mask = source_mask
         """bool (B, 1, 1, S), True on real source tokens; None when no source has padding."""
-        self.rows = rows
+        batch = cross_kv[0][0].size(0) if cross_kv else 0
+        device = cross_kv[0][0].device if cross_kv else torch.device("cpu")
+        self.batch, self.rows_per_source = batch, rows_per_source
+        self.rows = batch * rows_per_source
         self.max_steps = max_steps
         self.length = 0
-        """Positions already decoded (written into the buffers)."""
-        self._keys: list[Tensor | None] = [None] * len(cross_kv)
-        self._values: list[Tensor | None] = [None] * len(cross_kv)
+        """Positions already decoded (written into the buffer)."""
+        # (layer, key/value, B, H, time, R, Dh): for one layer, the positions [:t] of all R rows of a source
+        # form one contiguous (t * R, Dh) block per head, so they are attended as a single key sequence
+        shape = (len(cross_kv), 2, batch, num_heads, max_steps, rows_per_source, head_dim)
+        self._kv = torch.zeros(shape, dtype=torch.float32, device=device)
+        self._ancestors = torch.zeros(max_steps, self.rows, dtype=torch.long, device=device)
+        """ancestors[s, n]: which of its source's R rows holds row n's history at position s."""
+        self._local = torch.arange(self.rows, device=device) % rows_per_source
+        self._mask: Tensor | None = None
 
-    def append_self(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write the newest key/value (N, H, 1, Dh) at position `length`; return views over all positions
-        so far, (N, H, length + 1, Dh)."""
+    def append_self(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Write the newest key/value (N, H, 1, Dh) at position `length`.
+
+        Returns keys and values (B, H, (length + 1) * R, Dh) (views, no copy) and the bool mask
+        (B, 1, R, (length + 1) * R) that lets each row see only its own ancestors (None when R == 1)."""
         t = self.length
         if t >= self.max_steps:
             raise RuntimeError(f"decode_step called more than max_steps={self.max_steps} times on this cache")
-        keys, values = self._keys[layer], self._values[layer]
-        if keys is None or keys.dtype != k.dtype:
-            n, h, _, dh = k.shape
-            keys = k.new_zeros(n, h, self.max_steps, dh)
-            values = v.new_zeros(n, h, self.max_steps, dh)
-            if t:  # dtype changed mid-decoding (autocast toggled): keep the history
-                keys[:, :, :t] = self._keys[layer][:, :, :t]  # type: ignore[index]
-                values[:, :, :t] = self._values[layer][:, :, :t]  # type: ignore[index]
-            self._keys[layer], self._values[layer] = keys, values
-        keys[:, :, t] = k[:, :, 0]
-        values[:, :, t] = v[:, :, 0]  # type: ignore[index]
-        return keys[:, :, : t + 1], values[:, :, : t + 1]  # type: ignore[index]
+        b, r = self.batch, self.rows_per_source
+        heads, dh = k.size(1), k.size(3)
+        self._kv[layer, 0, :, :, t] = k[:, :, 0].reshape(b, r, heads, dh).transpose(1, 2)
+        self._kv[layer, 1, :, :, t] = v[:, :, 0].reshape(b, r, heads, dh).transpose(1, 2)
+        keys = self._kv[layer, 0, :, :, : t + 1].reshape(b, heads, (t + 1) * r, dh)
+        values = self._kv[layer, 1, :, :, : t + 1].reshape(b, heads, (t + 1) * r, dh)
+        if layer == 0:
+            self._mask = self._ancestry_mask(t)
+        return keys, values, self._mask
+
+    def _ancestry_mask(self, t: int) -> Tensor | None:
+        if self.rows_per_source == 1:
+            return None
+        b, r = self.batch, self.rows_per_source
+        self._ancestors[t] = self._local  # the new position is the row's own
+        ancestors = self._ancestors[: t + 1].t().reshape(b, r, t + 1, 1)
+        mask = ancestors == torch.arange(r, device=ancestors.device)  # (B, R, t + 1, R)
+        return mask.reshape(b, 1, r, (t + 1) * r)
 
     def advance(self) -> None:
         """Called once per step after every layer has appended its key/value."""
         self.length += 1
 
     def reorder(self, rows: Tensor) -> None:
-        """Row i continues the history of row rows[i]. Only the filled positions are copied."""
+        """Row i continues the history of row rows[i] (a row of the same source): only the ancestry table
+        is gathered."""
         t = self.length
-        for layer, (keys, values) in enumerate(zip(self._keys, self._values)):
-            if keys is None or values is None:
-                continue
-            keys[:, :, :t] = keys[:, :, :t].index_select(0, rows)
-            values[:, :, :t] = values[:, :, :t].index_select(0, rows)
-            self._keys[layer], self._values[layer] = keys, values
+        if t and self.rows_per_source > 1:
+            self._ancestors[:t] = self._ancestors[:t].index_select(1, rows)

@@ -28,6 +28,13 @@ def sinusoidal_table(num_positions: int, dim: int) -> Tensor:
     return table
 
 
+def fp32_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    """Decode-time attention in fp32, also under bf16 autocast: with one (or R) query positions per row the
+    CPU kernels are several times faster in fp32 than in bf16, and the cache is fp32 anyway."""
+    with torch.autocast(q.device.type, enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k, v, attn_mask=mask)
+
+
 class PositionEmbedding(nn.Module):
     """Sinusoidal (a non-persistent buffer, never saved) or learned positions, starting at 0."""
 
@@ -102,10 +109,15 @@ class SelfAttention(nn.Module):
         return self._merge(o)
 
     def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
-        """x: (N, 1, d), the newest position; earlier keys/values come from the cache."""
-        q, k, v = self._split(x)
-        keys, values = cache.append_self(layer, k, v)
-        return self._merge(F.scaled_dot_product_attention(q, keys, values))
+        """x: (N, 1, d), the newest position. The R rows of a source are R query positions over the keys of
+        all their past positions, masked to each row's own ancestors (see cache.py)."""
+        n, _, d = x.shape
+        q, k, v = self._split(x)  # (N, H, 1, Dh)
+        keys, values, mask = cache.append_self(layer, k, v)
+        b = keys.size(0)
+        q = q[:, :, 0].reshape(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, R, Dh)
+        o = fp32_attention(q, keys, values, mask=mask)
+        return self.out(o.transpose(1, 2).reshape(n, 1, d))
 
 
 class CrossAttention(nn.Module):
@@ -141,7 +153,7 @@ class CrossAttention(nn.Module):
         k, v = cache.cross_kv[layer]
         b = k.size(0)
         q = self.q(x).view(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, R, Dh)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.source_mask)
+        o = fp32_attention(q, k, v, mask=cache.source_mask)
         return self.out(o.transpose(1, 2).reshape(n, 1, d))
 
 

@@ -197,12 +197,19 @@ class TransformerForConditionalGeneration(nn.Module):
                 f"{self.config.max_position_embeddings}; lower max_new_tokens / max_length"
             )
         memory = encoder_state.memory
-        cross_kv = [layer.cross_attn.memory_kv(memory) for layer in self.decoder.layers]
+        cross_kv = []
+        for layer in self.decoder.layers:
+            k, v = layer.cross_attn.memory_kv(memory)
+            cross_kv.append(
+                (k.float().contiguous(), v.float().contiguous())
+            )  # attended in fp32, see cache.py
         return TransformerCache(
             cross_kv=cross_kv,
             source_mask=encoder_state.source_mask,
-            rows=memory.size(0) * rows_per_source,
+            rows_per_source=rows_per_source,
             max_steps=max_steps,
+            num_heads=self.config.num_heads,
+            head_dim=self.config.head_dim,
         )
 
     def decode_step(self, tokens: Tensor, cache: TransformerCache) -> Tensor:
