@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file as _safetensors_save_file
 from safetensors.torch import save_model as _safetensors_save_model
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
 SCALER_NAME = "scaler.pt"
 RNG_STATE_NAME = "rng_state.pt"
+RNG_STATE_RANK_NAME = "rng_state_{rank}.pt"  # one per process in a distributed run
 SAMPLER_NAME = "sampler.json"
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.json"
@@ -218,6 +220,11 @@ def _clean_leftovers(parent: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
+def rng_state() -> dict:
+    """This process's RNG states (python, numpy, torch CPU and CUDA), as saved in ``rng_state*.pt``."""
+    return _rng_state()
+
+
 def _rng_state() -> dict:
     """Every RNG the training touches, as tensors and plain containers so weights_only=True can load it."""
     py_version, py_internal, py_gauss = random.getstate()
@@ -272,13 +279,20 @@ def _call_save_pretrained(obj: Any, directory: Path) -> None:
         obj.save_pretrained(directory)
 
 
-def save_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
+def save_model_weights(
+    model: torch.nn.Module, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
     """Weights as safetensors in ``directory``: ``model.save_pretrained`` when the model has it (config.json and
-    model.safetensors), else ``model.safetensors`` of the state dict with shared (tied) tensors stored once."""
+    model.safetensors), else ``model.safetensors`` of the state dict with shared (tied) tensors stored once.
+
+    ``state_dict`` replaces the model's own (FSDP: the full weights gathered from the shards); the model then
+    only supplies its config."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap_model(model)
-    if hasattr(model, "save_pretrained"):
+    if state_dict is not None:
+        _save_state_dict(model, state_dict, directory)
+    elif hasattr(model, "save_pretrained"):
         _call_save_pretrained(model, directory)
         if not (directory / WEIGHTS_NAME).is_file() and not (directory / WEIGHTS_INDEX_NAME).is_file():
             raise CheckpointError(
@@ -287,6 +301,27 @@ def save_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
             )
     else:
         _safetensors_save_model(model, str(directory / WEIGHTS_NAME))
+
+
+def _save_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], directory: Path) -> None:
+    save = getattr(model, "save_pretrained", None)
+    if save is not None and "state_dict" in inspect.signature(save).parameters:  # Hugging Face models
+        save(directory, state_dict=state_dict, safe_serialization=True)
+        return
+    for part in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        if hasattr(
+            part, "save_pretrained"
+        ):  # config.json, generation_config.json: what from_pretrained reads
+            part.save_pretrained(directory)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    for name, tensor in state_dict.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue  # a tied weight is stored once, like save_model does
+        seen.add(key)
+        tensors[name] = tensor.detach().cpu().contiguous()
+    _safetensors_save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
 def _write_manifest(directory: Path) -> dict:
@@ -323,6 +358,9 @@ def save_checkpoint(
     sampler_state: dict | None = None,
     training_args: dict | None = None,
     tokenizer: Any = None,
+    model_state_dict: dict[str, torch.Tensor] | None = None,
+    optimizer_state_dict: dict | None = None,
+    rng_states: list[dict] | None = None,
 ) -> Path:
     """Write a complete checkpoint to ``checkpoint_dir`` atomically and return its path.
 
@@ -331,6 +369,10 @@ def save_checkpoint(
     the old folder aside first and deletes it only once the new one is in place. On failure (disk full,
     permission denied) raises CheckpointError, removes the temporary folder and leaves existing checkpoints as
     they were.
+
+    FSDP passes ``model_state_dict``/``optimizer_state_dict`` (the full states gathered from the shards) in place
+    of the modules' own. ``rng_states`` (one per process, from ``distributed.gather_rng_states``) are written as
+    ``rng_state_<rank>.pt``; without them this process's RNGs go to ``rng_state.pt``.
     """
     destination = Path(checkpoint_dir)
     parent = destination.parent
@@ -345,7 +387,7 @@ def save_checkpoint(
         current = str(temporary)
         temporary.mkdir()
         current = WEIGHTS_NAME
-        save_model_weights(model, temporary)
+        save_model_weights(model, temporary, state_dict=model_state_dict)
         generation_config = getattr(unwrap_model(model), "generation_config", None)
         if (
             hasattr(generation_config, "save_pretrained")
@@ -360,12 +402,23 @@ def save_checkpoint(
             clobbered = [p.name for p, size in before.items() if p.stat().st_size != size]
             if clobbered:
                 raise CheckpointError(f"tokenizer.save_pretrained overwrote the model's files {clobbered}")
-        for name, obj in ((OPTIMIZER_NAME, optimizer), (SCHEDULER_NAME, scheduler), (SCALER_NAME, scaler)):
+        if optimizer_state_dict is not None:
+            current = OPTIMIZER_NAME
+            _write_torch(temporary / OPTIMIZER_NAME, optimizer_state_dict)
+        elif optimizer is not None:
+            current = OPTIMIZER_NAME
+            _write_torch(temporary / OPTIMIZER_NAME, optimizer.state_dict())
+        for name, obj in ((SCHEDULER_NAME, scheduler), (SCALER_NAME, scaler)):
             if obj is not None:
                 current = name
                 _write_torch(temporary / name, obj.state_dict())
-        current = RNG_STATE_NAME
-        _write_torch(temporary / RNG_STATE_NAME, _rng_state())
+        if rng_states is None or len(rng_states) == 1:
+            current = RNG_STATE_NAME
+            _write_torch(temporary / RNG_STATE_NAME, rng_states[0] if rng_states else _rng_state())
+        else:
+            for rank, state in enumerate(rng_states):
+                current = RNG_STATE_RANK_NAME.format(rank=rank)
+                _write_torch(temporary / current, state)
         for name, obj in (
             (SAMPLER_NAME, sampler_state),
             (TRAINER_STATE_NAME, trainer_state),
@@ -556,6 +609,32 @@ def _config_differences(model: torch.nn.Module, directory: Path) -> str:
     return f"{config_file} has {', '.join(differences[:6])}; build the model from it."
 
 
+def read_model_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors weights in ``directory`` (single file or sharded with an index), on CPU."""
+    return _read_safetensors(_weight_files(Path(directory)))[0]
+
+
+def read_optimizer_state(directory: str | Path) -> dict:
+    """``optimizer.pt`` of a checkpoint, loaded with ``weights_only=True``."""
+    path = Path(directory) / OPTIMIZER_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"{directory} has no {OPTIMIZER_NAME}, so the optimizer state cannot be restored (saved with "
+            "save_only_model?); resume without it or from a full checkpoint"
+        )
+    return _torch_load(path)
+
+
+def rng_state_file(checkpoint_dir: str | Path, rank: int) -> Path | None:
+    """The RNG state this process restores: ``rng_state_<rank>.pt``, else ``rng_state.pt`` (a checkpoint of a
+    single process, or of fewer processes than this run), else None."""
+    checkpoint_dir = Path(checkpoint_dir)
+    for path in (checkpoint_dir / RNG_STATE_RANK_NAME.format(rank=rank), checkpoint_dir / RNG_STATE_NAME):
+        if path.is_file():
+            return path
+    return None
+
+
 def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
     """Load safetensors weights from ``directory`` into model (unwrapped first).
 
@@ -639,9 +718,11 @@ def load_checkpoint(
     scheduler: Any = None,
     scaler: Any = None,
     restore_rng: bool = True,
+    rank: int = 0,
 ) -> LoadedCheckpoint:
     """Verify the checkpoint, then restore whatever is passed in (weights, optimizer, scheduler, scaler) and,
-    with ``restore_rng``, the python/numpy/torch RNGs. Returns the JSON states saved with it."""
+    with ``restore_rng``, the python/numpy/torch RNGs of process ``rank`` (see ``rng_state_file``). Returns
+    the JSON states saved with it."""
     checkpoint_dir = Path(checkpoint_dir)
     verify_checkpoint(checkpoint_dir)
     if model is not None:
@@ -653,8 +734,17 @@ def load_checkpoint(
     ):
         if obj is not None:
             _load_state(obj, checkpoint_dir, name, what)
-    if restore_rng and (checkpoint_dir / RNG_STATE_NAME).is_file():
-        _set_rng_state(_torch_load(checkpoint_dir / RNG_STATE_NAME), source=checkpoint_dir / RNG_STATE_NAME)
+    rng_file = rng_state_file(checkpoint_dir, rank) if restore_rng else None
+    if rng_file is not None:
+        if rank > 0 and rng_file.name == RNG_STATE_NAME:
+            logger.warning(
+                "%s has no %s: process %d restores the RNG state of process 0 (the checkpoint was saved by fewer "
+                "processes); dropout will not repeat the uninterrupted run",
+                checkpoint_dir,
+                RNG_STATE_RANK_NAME.format(rank=rank),
+                rank,
+            )
+        _set_rng_state(_torch_load(rng_file), source=rng_file)
     optional = {}
     for name in (TRAINER_STATE_NAME, SAMPLER_NAME, TRAINING_ARGS_NAME):
         path = checkpoint_dir / name

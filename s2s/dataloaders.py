@@ -6,7 +6,8 @@ resumed run continues the uninterrupted run's order without reading the skipped 
 
 Evaluation runs in dataset order, or longest-first with ``group_by_length`` (tight batches, out-of-memory at
 the first batch); either way the sampler carries the order, and the evaluation loop puts predictions back in
-dataset order (ANCHORS F13).
+dataset order (ANCHORS F13). Under torch.distributed each process takes every ``num_replicas``-th example of
+that order: no padding repeats, so every example is evaluated exactly once (ANCHORS F4).
 """
 
 from __future__ import annotations
@@ -171,10 +172,18 @@ def build_train_loader(
 
 
 def build_eval_loader(
-    dataset: Dataset, *, batch_size: int, collate_fn, args, sort_by_length: bool
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    collate_fn,
+    args,
+    sort_by_length: bool,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> DataLoader:
-    """An evaluation DataLoader in dataset order, or longest-first when ``sort_by_length`` (the loader's
-    ``sampler.order`` then tells the evaluation loop how to restore dataset order)."""
+    """An evaluation DataLoader over this process's shard (``rank``-th of every ``num_replicas``) of the
+    dataset order, or of the longest-first order when ``sort_by_length``. The loader's ``sampler.order``
+    holds the dataset index of every row, so the evaluation loop can gather rows in dataset order."""
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, **loader_options(args))
     order = list(range(len(dataset)))
@@ -184,7 +193,7 @@ def build_eval_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=OrderedSampler(order),
+        sampler=OrderedSampler(list(order)[rank::num_replicas]),
         collate_fn=collate_fn,
         drop_last=False,  # every example is evaluated: dataloader_drop_last is for training only
         **loader_options(args),

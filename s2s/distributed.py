@@ -88,6 +88,17 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def gather_rng_states() -> list[dict] | None:
+    """Every process's RNG states (python, numpy, torch), indexed by rank, for ``rng_state_<rank>.pt``; None
+    in a single process. Each rank draws a different amount of randomness (dropout over batches of other
+    shapes), so after a resume each must restore its own state, not rank 0's."""
+    if not is_distributed():
+        return None
+    from s2s.checkpointing import rng_state
+
+    return all_gather_object(rng_state())
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

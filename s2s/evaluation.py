@@ -6,7 +6,10 @@ Three things differ from Hugging Face's loop on purpose:
   figure), not a mean of per-batch means (ANCHORS F8);
 - predictions are padded across batches with the pad token id, never -100, so decoding them never crashes
   (F7); label ids keep -100 (``Seq2SeqTrainer`` replaces it before metrics);
-- batches may come longest-first, and predictions go back to dataset order before anyone sees them (F13).
+- batches may come longest-first, and predictions go back to dataset order before anyone sees them (F13);
+- under torch.distributed each process evaluates its shard (every ``world_size``-th example of the order);
+  every row carries its dataset index, and the rows gathered from all processes come back in dataset order
+  with each example exactly once (Hugging Face's Seq2SeqTrainer returns padding duplicates, F4).
 
 ``preprocess_logits_for_metrics`` runs on each batch before anything is kept, so an argmax keeps memory flat
 in the size of the eval set instead of holding (examples x length x vocabulary) logits.
@@ -23,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2s import distributed
 from s2s.distributed import all_reduce_sum
 from s2s.loss import IGNORE_INDEX
-from samplers import restore_order
 
 Nested = Any  # a tensor/array, or a tuple/list of them (possibly nested)
 
@@ -139,11 +142,33 @@ def _concat_nested(batches: list[Nested], pad_value: int | float) -> Nested:
     return pad_and_concatenate(arrays, pad_value)
 
 
-def restore_dataset_order(value: Nested | None, order: list[int] | None) -> Nested | None:
-    """Put rows produced in ``order`` (dataset indices) back in dataset order; identity orders are skipped."""
-    if value is None or order is None or order == list(range(len(order))):
-        return value
-    return nested_map(lambda a: restore_order(a, order), value)
+def gather_in_dataset_order(
+    index: np.ndarray, parts: tuple[Nested | None, ...], *, pad_values: tuple[int | float, ...]
+) -> tuple[np.ndarray, tuple[Nested | None, ...]]:
+    """Gather ``(dataset index, rows)`` from every process, keep the first row of each index and sort by
+    index. So shards of a length-sorted order, or a sampler that pads shards with repeats, still yield each
+    example once, in dataset order (ANCHORS F4, F13). ``parts`` are row-aligned with ``index``;
+    ``pad_values`` pad each across processes (their rows may have different lengths)."""
+    if distributed.is_distributed():
+        gathered = distributed.all_gather_object((index, parts))
+        index = np.concatenate([g[0] for g in gathered])
+        parts = tuple(_concat_gathered([g[1][i] for g in gathered], pad_values[i]) for i in range(len(parts)))
+    unique, first = np.unique(index, return_index=True)
+    if len(first) == len(index) and np.array_equal(first, np.arange(len(index))):
+        return index, parts  # already once each, in order
+    return unique, tuple(None if p is None else nested_map(lambda a: a[first], p) for p in parts)
+
+
+def _concat_gathered(values: list[Nested | None], pad_value: int | float) -> Nested | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    first = present[0]
+    if isinstance(first, (tuple, list)):
+        return type(first)(_concat_gathered([v[i] for v in present], pad_value) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: _concat_gathered([v[k] for v in present], pad_value) for k in first}
+    return pad_and_concatenate([np.atleast_1d(np.asarray(v)) for v in present], pad_value)
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -173,15 +198,21 @@ def run_evaluation_loop(
     predictions = BatchAccumulator(pad_value=trainer.prediction_pad_id)
     labels_acc = BatchAccumulator(pad_value=IGNORE_INDEX)
     inputs_acc = BatchAccumulator(pad_value=trainer.prediction_pad_id)
-    loss_sum, loss_tokens, num_samples = 0.0, 0, 0
+    loss_sum, loss_tokens, seen = 0.0, 0, 0
     main_input = getattr(trainer.model, "main_input_name", "input_ids")
+    # The dataset index of every row this process evaluates (its shard of a possibly length-sorted order).
+    order = getattr(getattr(dataloader, "sampler", None), "order", None)
+    indices: list[np.ndarray] = []
 
     for step, inputs in enumerate(dataloader):
         loss_units = trainer._loss_units(inputs)
         loss, logits, labels = trainer.prediction_step(
             model, inputs, prediction_loss_only, ignore_keys=ignore_keys
         )
-        num_samples += batch_size_of(inputs)
+        n = batch_size_of(inputs)
+        rows = order[seen : seen + n] if order is not None else range(seen, seen + n)
+        indices.append(np.asarray(rows, dtype=np.int64))
+        seen += n
         if loss is not None:
             loss_sum += float(loss)
             loss_tokens += loss_units
@@ -196,14 +227,16 @@ def run_evaluation_loop(
             for acc in (predictions, labels_acc, inputs_acc):
                 acc.to_cpu()
 
-    # Under DDP each rank evaluated its shard: sum the loss statistics (gathering predictions in dataset
-    # order across ranks is the distributed evaluation's job).
+    # Each process evaluated its shard: sum the loss statistics, gather the rows by dataset index. (An
+    # iterable dataset is not sharded: every process evaluates all of it, and the gather keeps one copy.)
     loss_sum = all_reduce_sum(loss_sum)
     loss_tokens = all_reduce_sum(loss_tokens)
-    order = getattr(getattr(dataloader, "sampler", None), "order", None)
-    all_preds = restore_dataset_order(predictions.result(), order)
-    all_labels = restore_dataset_order(labels_acc.result(), order)
-    all_inputs = restore_dataset_order(inputs_acc.result(), order)
+    index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    parts = (predictions.result(), labels_acc.result(), inputs_acc.result())
+    pad = trainer.prediction_pad_id
+    index, (all_preds, all_labels, all_inputs) = gather_in_dataset_order(
+        index, parts, pad_values=(pad, IGNORE_INDEX, pad)
+    )
 
     metrics: dict[str, Any] = {}
     if trainer.compute_metrics is not None and all_preds is not None and all_labels is not None:
@@ -214,7 +247,7 @@ def run_evaluation_loop(
     if loss_tokens > 0:
         metrics["loss"] = loss_sum / loss_tokens
     metrics = prefix_metrics(metrics, metric_key_prefix)
-    return EvalLoopOutput(all_preds, all_labels, metrics, num_samples, inputs=all_inputs)
+    return EvalLoopOutput(all_preds, all_labels, metrics, len(index), inputs=all_inputs)
 
 
 def prefix_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ Override points (as in Hugging Face, so ``Seq2SeqTrainer`` stays a small subclas
 
 Who decides what: ``DefaultFlowCallback`` turns strategies into control flags (log/evaluate/save/stop);
 ``s2s.checkpointing`` writes and reads checkpoints; ``s2s.dataloaders`` builds loaders and samplers;
-``s2s.evaluation`` runs the prediction loop; ``s2s.distributed`` wraps torch.distributed.
+``s2s.evaluation`` runs the prediction loop; ``s2s.distributed`` wraps torch.distributed, ``s2s.fsdp`` the
+fully sharded engine (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from s2s import checkpointing, distributed
+from s2s import checkpointing, distributed, fsdp
 from s2s.callbacks import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -237,12 +238,29 @@ class Trainer:
 
     def _check_backend_options(self) -> None:
         args = self.args
-        if args.fsdp or args.fsdp_config:
-            # TrainingArguments validates the FSDP options; the sharded engine is not wired in yet.
-            raise NotImplementedError(
-                f"fsdp={args.fsdp} / fsdp_config: FSDP is not wired into the Trainer yet; train with DDP "
-                "(torchrun without fsdp) for now"
+        if args.fsdp_config and not args.fsdp:
+            raise ValueError(
+                "fsdp_config is set but fsdp is empty: set fsdp='full_shard' (or shard_grad_op, no_shard, "
+                "hybrid_shard) to shard the model, or remove fsdp_config"
             )
+        if args.fsdp:
+            fsdp.fsdp_settings(args)  # unknown fsdp_config keys fail now, not at the first step
+            clashes = [
+                name
+                for name in ("auto_find_batch_size", "torch_compile", "bf16_full_eval", "fp16_full_eval")
+                if getattr(args, name)
+            ]
+            if clashes:
+                raise ValueError(
+                    f"fsdp={args.fsdp} cannot be combined with {clashes}: they rebuild, compile or cast the "
+                    "module that FSDP has flattened into shards; remove them (or fsdp)"
+                )
+            if not distributed.launched_by_torchrun() and not distributed.is_distributed():
+                logger.warning(
+                    "fsdp=%s with a single process: there is nothing to shard, the model trains unsharded. "
+                    "Launch with torchrun --nproc_per_node N to shard it.",
+                    args.fsdp,
+                )
         if args.tf32 is not None and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = args.tf32
             torch.backends.cudnn.allow_tf32 = args.tf32
@@ -342,6 +360,8 @@ class Trainer:
             collate_fn=self.data_collator,
             args=self.args,
             sort_by_length=self._eval_sorted_by_length(),
+            num_replicas=distributed.get_world_size(),
+            rank=distributed.get_rank(),
         )
 
     def get_test_dataloader(self, test_dataset) -> DataLoader:
@@ -352,6 +372,8 @@ class Trainer:
             collate_fn=self.data_collator,
             args=self.args,
             sort_by_length=self._eval_sorted_by_length(),
+            num_replicas=distributed.get_world_size(),
+            rank=distributed.get_rank(),
         )
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +454,7 @@ class Trainer:
         inputs = self._prepare_inputs(inputs)
         with self._autocast():
             loss_sum = self.compute_loss(model, inputs)
-        # DDP averages gradients over processes; scaling by world_size turns that average back into a sum,
+        # DDP and FSDP average gradients over processes; scaling by world_size turns that average back into a sum,
         # so the gradient is exactly d(sum of all token losses) / (all tokens of the window).
         loss = loss_sum * (distributed.get_world_size() / max(num_items_in_batch, 1))
         if self.scaler is not None:
@@ -532,6 +554,12 @@ class Trainer:
             )
 
     def _wrap_model(self, model: nn.Module) -> nn.Module:
+        """DDP (or FSDP with ``fsdp``) around the model when a process group is running; torch.compile inside."""
+        if self.args.fsdp and distributed.is_distributed():
+            wrapped = getattr(self, "model_wrapped", None)
+            if fsdp.is_fsdp(wrapped) and wrapped.module is model:
+                return wrapped  # FSDP flattens the module in place: wrap it once
+            return fsdp.wrap_fsdp(model, self.args)
         if self.args.torch_compile:
             kwargs = {}
             if self.args.torch_compile_backend is not None:
@@ -575,9 +603,10 @@ class Trainer:
             is_hyper_param_search=trial is not None,
         )
         self.control = TrainerControl()
-        self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        # Wrap first: FSDP replaces the parameters' storage with shards, and the optimizer must see those.
         model = self._wrap_model(self.model)
         self.model_wrapped = model
+        self.create_optimizer_and_scheduler(num_training_steps=max_steps)
         self.callback_handler.model = self.model
         self.callback_handler.optimizer = self.optimizer
         self.callback_handler.lr_scheduler = self.lr_scheduler
@@ -615,9 +644,7 @@ class Trainer:
                 args.metric_for_best_model,
             )
             distributed.barrier()
-            checkpointing.load_model_weights(
-                distributed.unwrap_model(self.model), self.state.best_model_checkpoint
-            )
+            self._load_weights(self.state.best_model_checkpoint)
         metrics = self._train_metrics(start_time, self._seen["samples"], self._seen["tokens"])
         self.log(metrics)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
@@ -911,6 +938,9 @@ class Trainer:
         if self.state.best_global_step == self.state.global_step:
             self.state.best_model_checkpoint = str(path)
         self.state.stateful_callbacks = self.callback_handler.state_dicts()
+        # Collective steps first (every rank takes part), then only the saving process(es) write.
+        model_state, optimizer_state = self._full_state_dicts(model)
+        rng_states = distributed.gather_rng_states()
         if args.should_save:
             checkpointing.save_checkpoint(
                 path,
@@ -922,6 +952,9 @@ class Trainer:
                 sampler_state=self._sampler_state(),
                 training_args=args.to_dict(),
                 tokenizer=self.tokenizer,
+                model_state_dict=model_state,
+                optimizer_state_dict=optimizer_state,
+                rng_states=rng_states,
             )
             checkpointing.rotate_checkpoints(
                 args.output_dir, save_total_limit=args.save_total_limit, keep=self.state.best_model_checkpoint
@@ -930,15 +963,44 @@ class Trainer:
         self._last_saved_step, self._last_checkpoint = self.state.global_step, path
         return path
 
+    def _fsdp_model(self) -> nn.Module | None:
+        wrapped = getattr(self, "model_wrapped", None)
+        return wrapped if fsdp.is_fsdp(wrapped) else None
+
+    def _full_state_dicts(self, model: nn.Module) -> tuple[dict | None, dict | None]:
+        """FSDP: the full model and optimizer states gathered from the shards (collective; on the saving
+        processes only, on CPU). Otherwise (None, None): the checkpoint reads the modules themselves."""
+        if not fsdp.is_fsdp(model):
+            return None, None
+        return fsdp.full_state_dicts(model, self.optimizer, rank0_only=not self.args.save_on_each_node)
+
+    def _load_weights(self, path: str | Path) -> None:
+        """Load the safetensors weights of ``path`` into the model (into its shards under FSDP)."""
+        sharded = self._fsdp_model()
+        if sharded is None:
+            checkpointing.load_model_weights(distributed.unwrap_model(self.model), path)
+        else:
+            fsdp.load_full_state(sharded, checkpointing.read_model_weights(path), source=str(path))
+
     def _load_checkpoint(self, path: str | Path) -> tuple[int, int]:
         """Restore everything from ``path``; return (epoch, micro-batches of it already trained on)."""
+        sharded = self._fsdp_model()
         loaded = checkpointing.load_checkpoint(
             path,
-            model=distributed.unwrap_model(self.model),
-            optimizer=self.optimizer,
+            model=distributed.unwrap_model(self.model) if sharded is None else None,
+            optimizer=self.optimizer if sharded is None else None,
             scheduler=self.lr_scheduler,
             scaler=self.scaler,
+            rank=distributed.get_rank(),  # each process restores its own RNG state
         )
+        if sharded is not None:
+            fsdp.load_full_state(
+                sharded,
+                checkpointing.read_model_weights(path),
+                optimizer=self.optimizer,
+                optim_state=checkpointing.read_optimizer_state(path) if self.optimizer is not None else None,
+                source=str(path),
+            )
         saved = TrainerState.from_dict(loaded.trainer_state)
         # The new run's schedule (max_steps, intervals) stands; where training is comes from the checkpoint.
         for name in (
@@ -970,9 +1032,15 @@ class Trainer:
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the weights (safetensors), config and tokenizer to ``output_dir`` (default ``args.output_dir``)."""
         output_dir = Path(output_dir or self.args.output_dir)
+        sharded = self._fsdp_model()
+        state = None
+        if sharded is not None:  # collective: every rank takes part in gathering the full weights
+            state, _ = fsdp.full_state_dicts(sharded, None, rank0_only=not self.args.save_on_each_node)
         if self.args.should_save:
             output_dir.mkdir(parents=True, exist_ok=True)
-            checkpointing.save_model_weights(distributed.unwrap_model(self.model), output_dir)
+            checkpointing.save_model_weights(
+                distributed.unwrap_model(self.model), output_dir, state_dict=state
+            )
             if self.tokenizer is not None and hasattr(self.tokenizer, "save_pretrained"):
                 self.tokenizer.save_pretrained(str(output_dir))
             (output_dir / "training_args.json").write_text(self.args.to_json_string() + "\n")
@@ -987,6 +1055,12 @@ class Trainer:
             if pad is not None:
                 return int(pad)
         return 0
+
+    def _full_parameters(self):
+        """FSDP: every rank holds the full weights while it evaluates, so ranks with fewer batches or shorter
+        generations never wait in a per-layer all-gather for the others (see ``s2s.fsdp``)."""
+        sharded = self._fsdp_model()
+        return fsdp.full_parameters(sharded) if sharded is not None else contextlib.nullcontext()
 
     def _model_for_evaluation(self) -> nn.Module:
         model = self.model
@@ -1016,13 +1090,14 @@ class Trainer:
             return metrics
         loader = self.get_eval_dataloader(dataset)
         start = time.time()
-        output = self.evaluation_loop(
-            loader,
-            description="Evaluation",
-            prediction_loss_only=True if self.compute_metrics is None else None,
-            ignore_keys=ignore_keys,
-            metric_key_prefix=metric_key_prefix,
-        )
+        with self._full_parameters():
+            output = self.evaluation_loop(
+                loader,
+                description="Evaluation",
+                prediction_loss_only=True if self.compute_metrics is None else None,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
         output.metrics.update(
             speed_metrics(
                 metric_key_prefix,
@@ -1045,9 +1120,10 @@ class Trainer:
         """Predictions (in dataset order), label ids and metrics for ``test_dataset``."""
         loader = self.get_test_dataloader(test_dataset)
         start = time.time()
-        output = self.evaluation_loop(
-            loader, description="Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
-        )
+        with self._full_parameters():
+            output = self.evaluation_loop(
+                loader, description="Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+            )
         output.metrics.update(
             speed_metrics(
                 metric_key_prefix,

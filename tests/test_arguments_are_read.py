@@ -65,8 +65,6 @@ REFUSED = {
     "hub_strategy": "end",
     "use_mps_device": True,  # refused where MPS is absent (this machine)
     "tf32": True,  # needs an Ampere GPU; read by the Trainer where one exists
-    "fsdp_min_num_params": 100,  # FSDP auto-wrap policies: only with fsdp (which the Trainer refuses for now)
-    "fsdp_transformer_layer_cls_to_wrap": "EncoderLayer",
 }
 
 
