@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from s2s.callbacks import TrainerCallback
 from s2s.data_collator import DataCollatorForSeq2Seq
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration
 from s2s.seq2seq_trainer import Seq2SeqTrainer
@@ -183,20 +184,40 @@ def _write(path: Path, obj) -> None:
 
 
 # ------------------------------------------------------------------------------------------- DDP
+class CountGradientAllReduces(TrainerCallback):
+    """Counts DDP's gradient all-reduces (one per bucket per synchronised backward) with a comm hook."""
+
+    def __init__(self) -> None:
+        self.trainer, self.calls = None, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        def hook(process_group, bucket):
+            self.calls += 1
+            return allreduce_hook(process_group, bucket)
+
+        self.trainer.model_wrapped.register_comm_hook(None, hook)
+
+
 def _ddp_scenario(rank: int, out: Path) -> None:
     # 1. 2 processes x batch 2 x accumulation 2, three updates; then sharded teacher-forced prediction.
+    counter = CountGradientAllReduces()
     trainer = Trainer(
         model=tiny_model(),
-        args=make_args(out / "ddp", gradient_accumulation_steps=2),
+        args=make_args(out / "ddp", gradient_accumulation_steps=2, ddp_bucket_cap_mb=64),  # one bucket
         data_collator=collator(),
         train_dataset=examples(24),
         compute_metrics=label_position_metrics,
         preprocess_logits_for_metrics=argmax_logits,
+        callbacks=[counter],
     )
+    counter.trainer = trainer
     assert dist.is_initialized() and dist.get_world_size() == WORLD  # set up from the environment
     trainer.train()
     assert type(trainer.model_wrapped).__name__ == "DistributedDataParallel"
     prediction = trainer.predict(examples(5, seed=9))
+    _write(out / f"all_reduces_{rank}.json", counter.calls)
     if rank == 0:
         torch.save(params_of(trainer.model), out / "ddp.pt")
         np.save(out / "ddp_predictions.npy", prediction.predictions)
@@ -261,6 +282,11 @@ def test_ddp_equals_one_process_with_the_doubled_batch(ddp_run, tmp_path):
             torch.testing.assert_close(distributed[key], single[key], atol=1e-5, rtol=0, msg=f"{name}: {key}")
 
 
+def test_ddp_all_reduces_gradients_once_per_update(ddp_run):
+    # 3 updates of 2 micro-batches: the first backward of each window runs under no_sync
+    assert [json.loads((ddp_run / f"all_reduces_{r}.json").read_text()) for r in range(WORLD)] == [3, 3]
+
+
 def test_sharded_evaluation_gathers_each_example_once_in_dataset_order(ddp_run, tmp_path):
     predictions = np.load(ddp_run / "ddp_predictions.npy")
     metrics = json.loads((ddp_run / "ddp_metrics.json").read_text())
@@ -312,6 +338,8 @@ def _fsdp_trainer(directory: Path, **overrides) -> Seq2SeqTrainer:
         learning_rate=1e-2,
         predict_with_generate=True,
         generation_max_length=10,
+        eval_strategy="steps",  # evaluation between updates: full parameters, then back to shards
+        eval_steps=2,
         **overrides,
     )
     return Seq2SeqTrainer(
@@ -319,6 +347,7 @@ def _fsdp_trainer(directory: Path, **overrides) -> Seq2SeqTrainer:
         args=args,
         data_collator=collator(),
         train_dataset=examples(16, seed=5),
+        eval_dataset=examples(5, seed=9),
         compute_metrics=order_sensitive_metrics,
         compute_generate_loss=True,
     )
