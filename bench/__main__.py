@@ -27,7 +27,7 @@ import torch
 from bench import eval_generate, eval_memory, peak, time_to_quality, trainer_overhead, trainer_throughput
 from bench.common import CACHE, PROFILES, REPO, Profile, failure, log, run_module
 from bench.data import BenchData, load_bench_data
-from bench.report import write
+from bench.report import merge, write
 from bench.toolkits import Toolkit, available_toolkits
 
 # Comparisons of this package: run(profile, data, toolkits, peak=...) -> dict
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results = run_suite(profile, only=args.only, cache=args.cache, command=command.strip(), note=args.note)
     json_path, markdown_path = args.output_dir / "results.json", args.output_dir / "results.md"
+    if args.only and json_path.is_file():  # a partial run updates its comparisons, keeps the others
+        results = merge(json.loads(json_path.read_text(encoding="utf-8")), results)
     write(results, json_path=json_path, markdown_path=markdown_path)
     log(f"wrote {json_path} and {markdown_path} in {results['meta']['total_minutes']:.1f} minutes")
     failed = [name for name, result in results["comparisons"].items() if "error" in result]

@@ -192,7 +192,19 @@ class Stopwatch:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
+    """Peak resident set size of this process's memory image so far, in MiB.
+
+    Read from /proc/self/status `VmHWM`, not `ru_maxrss`: on Linux `ru_maxrss` survives `exec`, so a child
+    forked from a big benchmark process would report the parent's size as its own peak. Falls back to
+    `ru_maxrss` (KiB) where there is no /proc.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

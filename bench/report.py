@@ -19,6 +19,8 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 def ratio_cell(row: dict) -> str:
     ratio, goal = row.get("ratio"), row.get("goal")
+    if row.get("difference") is not None:  # scores (BLEU): a difference reads better than a ratio near 0
+        return f"{row['difference']:+.2f}"
     if ratio is None:
         return "-"
     text = f"{ratio:.2f}x"
@@ -65,7 +67,11 @@ def markdown(results: dict) -> str:
         f"{meta['threads']} threads, transformers {meta.get('transformers', '-')}), {meta['date']}, "
         f"{meta['total_minutes']:.1f} minutes. Profile `{meta['profile']}`. Load average before/after: "
         f"{_load(meta.get('load_average_before'))} / {_load(meta.get('load_average_after'))}."
-        + (f" **{meta['note']}**" if meta.get("note") else ""),
+        + (f" **{meta['note']}**" if meta.get("note") else "")
+        + "".join(
+            f" Some comparisons come from an earlier run: `{run['command']}`, {run['date']}."
+            for run in meta.get("earlier_runs", [])
+        ),
         "",
         "Ratios are medians of per-repetition ratios (ours and Hugging Face run alternately, A B A B); above 1 "
         "means we are ahead. Every run is in `bench/results.json`.",
@@ -100,6 +106,27 @@ def markdown(results: dict) -> str:
     if skipped:
         lines += ["## Not run", ""] + [f"- {name}: {reason}" for name, reason in skipped.items()] + [""]
     return "\n".join(lines)
+
+
+def merge(previous: dict, update: dict) -> dict:
+    """`update` (a run of some comparisons) laid over `previous` (an earlier results file): the comparisons
+    it ran replace the old ones, the others stay, and the meta lists every run that contributed."""
+    merged = {**previous, "meta": update["meta"], "peak": update["peak"]}
+    merged["comparisons"] = {**previous.get("comparisons", {}), **update["comparisons"]}
+    merged["skipped"] = {
+        name: reason
+        for name, reason in {**previous.get("skipped", {}), **update["skipped"]}.items()
+        if name not in update["comparisons"]
+    }
+    earlier = previous.get("meta", {})
+    merged["meta"]["earlier_runs"] = [
+        *earlier.get("earlier_runs", []),
+        {
+            k: earlier.get(k)
+            for k in ("command", "date", "profile", "load_average_before", "load_average_after")
+        },
+    ]
+    return merged
 
 
 def write(results: dict, *, json_path: Path, markdown_path: Path) -> None:

@@ -115,7 +115,8 @@ def run(
         "unit": "test2016 BLEU",
         "ours": ours and ours["value"],
         "theirs": theirs and theirs["value"],
-        "ratio": ours["value"] / theirs["value"] if ours and theirs and theirs["value"] > 0 else None,
+        "ratio": None,  # a ratio of BLEU scores near 0 means nothing; the difference is the figure
+        "difference": ours["value"] - theirs["value"] if ours and theirs else None,
         **{f"{k}_{side}": v for side, m in measured.items() for k, v in m.items() if k != "value"},
     }
     return {

@@ -166,3 +166,24 @@ def test_memory_row_reports_a_capped_side_without_a_number():
         cap_gb=1,
     )
     assert both["ratio"] == pytest.approx(3.0)  # theirs / ours: above 1, we use less
+
+
+def test_a_partial_run_replaces_its_comparisons_and_keeps_the_others():
+    from bench.report import merge
+
+    previous = {
+        "meta": {"command": "python -m bench", "date": "monday"},
+        "peak": {"old": True},
+        "comparisons": {"a": {"rows": {"x": 1}}, "b": {"rows": {"x": 2}}},
+        "skipped": {"c": "missing", "b": "old reason"},
+    }
+    update = {
+        "meta": {"command": "python -m bench --only b"},
+        "peak": {"new": True},
+        "comparisons": {"b": {"rows": {"x": 3}}},
+        "skipped": {},
+    }
+    merged = merge(previous, update)
+    assert merged["comparisons"] == {"a": {"rows": {"x": 1}}, "b": {"rows": {"x": 3}}}
+    assert merged["skipped"] == {"c": "missing"} and merged["peak"] == {"new": True}
+    assert merged["meta"]["earlier_runs"][0]["date"] == "monday"
