@@ -47,7 +47,8 @@ class TransformerCache:
         # (layer, key/value, B, H, time, R, Dh): for one layer, the positions [:t] of all R rows of a source
         # form one contiguous (t * R, Dh) block per head, so they are attended as a single key sequence
         shape = (len(cross_kv), 2, batch, num_heads, max_steps, rows_per_source, head_dim)
-        self._kv = torch.zeros(shape, dtype=torch.float32, device=device)
+        # uninitialised: a position is read only after every row of its source wrote it
+        self._kv = torch.empty(shape, dtype=torch.float32, device=device)
         self._ancestors = torch.zeros(max_steps, self.rows, dtype=torch.long, device=device)
         """ancestors[s, n]: which of its source's R rows holds row n's history at position s."""
         self._local = torch.arange(self.rows, device=device) % rows_per_source
