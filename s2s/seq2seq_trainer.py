@@ -42,8 +42,8 @@ from s2s.evaluation import (
     EvalPrediction,
     Nested,
     batch_size_of,
+    gather_in_dataset_order,
     nested_map,
-    pad_and_concatenate,
     prefix_metrics,
 )
 from s2s.loss import IGNORE_INDEX
@@ -449,33 +449,6 @@ class Seq2SeqTrainer(Trainer):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def gather_in_dataset_order(
-    index: np.ndarray, parts: tuple[Nested | None, ...], *, pad_values: tuple[int | float, ...]
-) -> tuple[np.ndarray, tuple[Nested | None, ...]]:
-    """Gather ``(dataset index, rows)`` from every process, keep the first row of each index and sort by
-    index. So a sampler that pads shards with repeats (or sorts by length) still yields each example once, in
-    dataset order (ANCHORS F4, F13). ``parts`` are row-aligned with ``index``; ``pad_values`` pad each
-    across processes."""
-    if distributed.is_distributed():
-        gathered = distributed.all_gather_object((index, parts))
-        index = np.concatenate([g[0] for g in gathered])
-        parts = tuple(_concat_gathered([g[1][i] for g in gathered], pad_values[i]) for i in range(len(parts)))
-    unique, first = np.unique(index, return_index=True)
-    if len(first) == len(index) and np.array_equal(first, np.arange(len(index))):
-        return index, parts  # already once each, in order
-    return unique, tuple(None if p is None else nested_map(lambda a: a[first], p) for p in parts)
-
-
-def _concat_gathered(values: list[Nested | None], pad_value: int | float) -> Nested | None:
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    first = present[0]
-    if isinstance(first, (tuple, list)):
-        return type(first)(_concat_gathered([v[i] for v in present], pad_value) for i in range(len(first)))
-    return pad_and_concatenate([np.asarray(v) for v in present], pad_value)
-
-
 def mean_generated_length(predictions: Nested, *, pad_id: int, start_id: int | None) -> float:
     """Mean number of generated tokens per sequence: pads do not count, nor the decoder start token in the
     first column (generate's outputs begin with it)."""
