@@ -114,6 +114,32 @@ def _eos_tensor(config: GenerationConfig, device: torch.device) -> Tensor:
     return torch.tensor(config.eos_token_ids, dtype=torch.long, device=device)
 
 
+class _Fp32Logits:
+    """Each step's logits (or log-probabilities) in fp32 buffers reused across steps.
+
+    Under bf16 autocast the logits are bf16; `.float()` or `log_softmax(dtype=float32)` on them allocate a
+    fresh (rows, V) fp32 tensor every step (page faults) and take a slow mixed-dtype path: copying into a
+    reused buffer and writing the log-softmax into another measured 2-3x faster on CPU."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def _buffer(self, name: str, like: Tensor) -> Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != like.shape:
+            buf = self._buffers[name] = torch.empty(like.shape, dtype=torch.float32, device=like.device)
+        return buf
+
+    def logits(self, logits: Tensor) -> Tensor:
+        """fp32 logits; the caller may modify them in place (they are the buffer, or fp32 model output)."""
+        if logits.dtype == torch.float32:
+            return logits
+        return self._buffer("logits", logits).copy_(logits)
+
+    def log_softmax(self, logits: Tensor) -> Tensor:
+        return torch.log_softmax(self.logits(logits), dim=-1, out=self._buffer("log_probs", logits))
+
+
 def sample_or_greedy(
     model: GenerationModel,
     state: object,
@@ -145,8 +171,9 @@ def sample_or_greedy(
     score_sum = torch.zeros(rows, dtype=torch.float32, device=device)
     tokens = seqs[:, 0]
     step = 0
+    fp32 = _Fp32Logits()
     for step in range(max_steps):  # noqa: B007 - `step` is read after the loop
-        logits = model.decode_step(tokens, cache).float()  # also faster: CPU argmax over bf16 is slow
+        logits = fp32.logits(model.decode_step(tokens, cache))  # also faster: CPU argmax over bf16 is slow
         ctx = StepContext(input_ids=seqs[:, : step + 1], step=step, max_new_tokens=row_limits)
         scores = apply_processors(processors, logits, ctx)
         if config.do_sample:
@@ -203,9 +230,10 @@ def beam_search(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens = seqs[:, 0]
 
+    fp32 = _Fp32Logits()
     for step in range(max_steps):
         length = step + 1  # generated tokens once this step's token is appended
-        log_probs = model.decode_step(tokens, cache).log_softmax(dim=-1, dtype=torch.float32)
+        log_probs = fp32.log_softmax(model.decode_step(tokens, cache))
         ctx = StepContext(input_ids=seqs[:, :length], step=step, max_new_tokens=row_limits)
         log_probs = apply_processors(processors, log_probs, ctx)
         cand_scores, cand_tokens, cand_beams = beam_step(log_probs, running, num_candidates=num_candidates)
