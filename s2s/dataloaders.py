@@ -171,25 +171,34 @@ def build_train_loader(
     )
 
 
+def default_eval_order(dataset: Dataset, *, args, sort_by_length: bool) -> list[int]:
+    """Dataset indices in evaluation order: dataset order, or longest first (by ``max(source, target)``,
+    or the ``length_column_name`` column) when ``sort_by_length``."""
+    order = list(range(len(dataset)))
+    if sort_by_length and len(dataset) > 0:
+        lengths = dataset_lengths(dataset, length_column_name=args.length_column_name)
+        order, _ = eval_order(lengths)
+    return list(order)
+
+
 def build_eval_loader(
     dataset: Dataset,
     *,
     batch_size: int,
     collate_fn,
     args,
-    sort_by_length: bool,
+    order: Sequence[int] | None = None,
     num_replicas: int = 1,
     rank: int = 0,
 ) -> DataLoader:
-    """An evaluation DataLoader over this process's shard (``rank``-th of every ``num_replicas``) of the
-    dataset order, or of the longest-first order when ``sort_by_length``. The loader's ``sampler.order``
-    holds the dataset index of every row, so the evaluation loop can gather rows in dataset order."""
+    """An evaluation DataLoader over this process's shard (``rank``-th of every ``num_replicas``) of
+    ``order`` (dataset indices; default: dataset order). The loader's ``sampler.order`` holds the dataset
+    index of every row, so the evaluation loop can gather rows in dataset order. An iterable dataset is
+    read as it comes, whole, by every process (``order`` does not apply)."""
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, **loader_options(args))
-    order = list(range(len(dataset)))
-    if sort_by_length and len(dataset) > 0:
-        lengths = dataset_lengths(dataset, length_column_name=args.length_column_name)
-        order, _ = eval_order(lengths)
+    if order is None:
+        order = range(len(dataset))
     return DataLoader(
         dataset,
         batch_size=batch_size,

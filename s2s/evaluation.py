@@ -188,55 +188,66 @@ def run_evaluation_loop(
     ignore_keys: list[str] | None,
     metric_key_prefix: str,
 ) -> EvalLoopOutput:
-    """The body of ``Trainer.evaluation_loop`` (the trainer supplies ``prediction_step``, the model, the
-    callbacks and ``compute_metrics``)."""
+    """The body of ``Trainer.evaluation_loop``. The trainer supplies the model, the callbacks,
+    ``compute_metrics`` and these override points, so that a subclass changes a step, not the loop:
+
+    - ``prediction_step(model, inputs, prediction_loss_only, ignore_keys)``: loss, predictions, labels;
+    - ``predictions_of_batch(logits, labels, batch_size=n)``: what is kept of one batch's predictions;
+    - ``gather_eval_rows(index, parts, pad_values=..., sharded=...)``: every process's rows, by dataset index;
+    - ``postprocess_label_ids(label_ids)``: the gathered labels, before ``compute_metrics`` sees them;
+    - ``extra_eval_metrics(predictions, label_ids)``: metrics of the trainer's own (e.g. ``gen_len``);
+    - ``keeps_eval_inputs()``: whether to keep the model's main input for each row."""
     args = trainer.args
     model = trainer._model_for_evaluation()
     trainer.callback_handler.eval_dataloader = dataloader
     trainer._past = None
 
-    predictions = BatchAccumulator(pad_value=trainer.prediction_pad_id)
-    labels_acc = BatchAccumulator(pad_value=IGNORE_INDEX)
-    inputs_acc = BatchAccumulator(pad_value=trainer.prediction_pad_id)
-    loss_sum, loss_tokens, seen = 0.0, 0, 0
+    pad = trainer.prediction_pad_id
+    predictions, labels_acc, inputs_acc = (
+        BatchAccumulator(pad),
+        BatchAccumulator(IGNORE_INDEX),
+        BatchAccumulator(pad),
+    )
+    keep_inputs = trainer.keeps_eval_inputs()
     main_input = getattr(trainer.model, "main_input_name", "input_ids")
     # The dataset index of every row this process evaluates (its shard of a possibly length-sorted order).
     order = getattr(getattr(dataloader, "sampler", None), "order", None)
     indices: list[np.ndarray] = []
+    loss_sum, loss_tokens, seen = 0.0, 0, 0
 
     for step, inputs in enumerate(dataloader):
+        n = batch_size_of(inputs)
         loss_units = trainer._loss_units(inputs)
         loss, logits, labels = trainer.prediction_step(
             model, inputs, prediction_loss_only, ignore_keys=ignore_keys
         )
-        n = batch_size_of(inputs)
-        rows = order[seen : seen + n] if order is not None else range(seen, seen + n)
-        indices.append(np.asarray(rows, dtype=np.int64))
-        seen += n
         if loss is not None:
             loss_sum += float(loss)
             loss_tokens += loss_units
-        if logits is not None and trainer.preprocess_logits_for_metrics is not None:
-            logits = trainer.preprocess_logits_for_metrics(logits, labels)
-        predictions.add(logits)
+        predictions.add(trainer.predictions_of_batch(logits, labels, batch_size=n))
         labels_acc.add(labels)
-        if args.include_inputs_for_metrics:
+        if keep_inputs:
             inputs_acc.add(inputs.get(main_input))
+        rows = order[seen : seen + n] if order is not None else range(seen, seen + n)
+        indices.append(np.asarray(rows, dtype=np.int64))
+        seen += n
         trainer.control = trainer.callback_handler.on_prediction_step(args, trainer.state, trainer.control)
         if args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
             for acc in (predictions, labels_acc, inputs_acc):
                 acc.to_cpu()
 
-    # Each process evaluated its shard: sum the loss statistics, gather the rows by dataset index. (An
-    # iterable dataset is not sharded: every process evaluates all of it, and the gather keeps one copy.)
+    # Each process evaluated its shard: sum the loss statistics, gather the rows by dataset index.
     loss_sum = all_reduce_sum(loss_sum)
     loss_tokens = all_reduce_sum(loss_tokens)
     index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-    parts = (predictions.result(), labels_acc.result(), inputs_acc.result())
-    pad = trainer.prediction_pad_id
-    index, (all_preds, all_labels, all_inputs) = gather_in_dataset_order(
-        index, parts, pad_values=(pad, IGNORE_INDEX, pad)
+    index, (all_preds, all_labels, all_inputs) = trainer.gather_eval_rows(
+        index,
+        (predictions.result(), labels_acc.result(), inputs_acc.result()),
+        pad_values=(pad, IGNORE_INDEX, pad),
+        sharded=order is not None,
     )
+    if all_labels is not None:
+        all_labels = trainer.postprocess_label_ids(all_labels)
 
     metrics: dict[str, Any] = {}
     if trainer.compute_metrics is not None and all_preds is not None and all_labels is not None:
@@ -244,6 +255,8 @@ def run_evaluation_loop(
             all_preds, all_labels, inputs=all_inputs if args.include_inputs_for_metrics else None
         )
         metrics = dict(trainer.compute_metrics(eval_pred))
+    # The trainer's own metrics win over a compute_metrics entry of the same name.
+    metrics.update(trainer.extra_eval_metrics(all_preds, all_labels))
     if loss_tokens > 0:
         metrics["loss"] = loss_sum / loss_tokens
     metrics = prefix_metrics(metrics, metric_key_prefix)

@@ -31,21 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from s2s import distributed
 from s2s.callbacks import TrainerCallback, best_metric_spec
-from s2s.dataloaders import OrderedSampler, dataset_lengths, loader_options
-from s2s.evaluation import (
-    BatchAccumulator,
-    EvalLoopOutput,
-    EvalPrediction,
-    Nested,
-    batch_size_of,
-    gather_in_dataset_order,
-    nested_map,
-    prefix_metrics,
-)
+from s2s.dataloaders import dataset_lengths
+from s2s.evaluation import EvalLoopOutput, Nested, nested_map
+from s2s.evaluation import gather_in_dataset_order as gather_in_dataset_order  # re-exported: tests import it
 from s2s.loss import IGNORE_INDEX
 from s2s.trainer import Trainer
 from samplers import SortishSampler, eval_order, lengths_from_dataset
@@ -167,9 +159,6 @@ class Seq2SeqTrainer(Trainer):
         config.update(**overrides)
         _validate(config)
         return config
-
-    def _generation_pad_id(self) -> int:
-        return self.prediction_pad_id
 
     def _decoder_start_id(self) -> int | None:
         for source in (self._gen_config, getattr(self._generation_model(), "config", None)):
@@ -315,118 +304,62 @@ class Seq2SeqTrainer(Trainer):
         out = model.generate(inputs[main], attention_mask=inputs.get("attention_mask"), **options)
         return out if isinstance(out, torch.Tensor) else out.sequences
 
-    # -------------------------------------------------------------------------------------- loaders
-    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("evaluation needs an eval_dataset (in the trainer or passed to evaluate())")
-        return self._ordered_eval_loader(self._prune_columns(dataset, "eval_dataset"))
-
-    def get_test_dataloader(self, test_dataset) -> DataLoader:
-        return self._ordered_eval_loader(self._prune_columns(test_dataset, "test_dataset"))
-
-    def _ordered_eval_loader(self, dataset) -> DataLoader:
-        """Longest source first (with generation, or ``group_by_length``), each process taking every
-        ``world_size``-th example of that order: no padding repeats, so nothing to drop later. The sampler's
-        ``order`` holds the dataset index of every row this process evaluates."""
-        args = self.args
-        options = dict(batch_size=args.eval_batch_size, collate_fn=self.data_collator, **loader_options(args))
-        if isinstance(dataset, IterableDataset):
-            return DataLoader(dataset, **options)
+    # -------------------------------------------------------------------------------------- loop steps
+    def get_eval_order(self, dataset) -> list[int]:
+        """Longest source first with generation (tight ``generate`` batches) or ``group_by_length``; else
+        dataset order. Each process takes every ``world_size``-th example of it: no padding repeats."""
         order = list(range(len(dataset)))
         main = getattr(self.model, "main_input_name", "input_ids")
-        if (args.predict_with_generate or args.group_by_length) and order and main in _columns(dataset):
+        sort = self.args.predict_with_generate or self.args.group_by_length
+        if sort and order and main in _columns(dataset):
             order, _ = eval_order(lengths_from_dataset(dataset, column=main))
-        shard = order[distributed.get_rank() :: distributed.get_world_size()]
-        return DataLoader(dataset, sampler=OrderedSampler(shard), drop_last=False, **options)
+        return order
 
-    # -------------------------------------------------------------------------------------- the loop
-    def evaluation_loop(
-        self,
-        dataloader: DataLoader,
-        description: str,
-        prediction_loss_only: bool | None = None,
-        ignore_keys: list[str] | None = None,
-        metric_key_prefix: str = "eval",
-    ) -> EvalLoopOutput:
-        """Like the generic loop, plus: every row keeps its dataset index, rows are gathered from all
-        processes and put in dataset order (duplicates dropped), labels get the pad id instead of -100, and
-        ``gen_len`` is measured."""
-        args = self.args
-        if prediction_loss_only is None:
-            prediction_loss_only = args.prediction_loss_only
-        model = self._model_for_evaluation()
-        self.callback_handler.eval_dataloader = dataloader
-        self._past = None
-        pad = self._generation_pad_id()
-        preds, labels, sources = BatchAccumulator(pad), BatchAccumulator(IGNORE_INDEX), BatchAccumulator(pad)
-        keep_sources = args.include_inputs_for_metrics or args.save_predictions
-        main = getattr(self.model, "main_input_name", "input_ids")
-        order = getattr(getattr(dataloader, "sampler", None), "order", None)
-        indices: list[np.ndarray] = []
-        loss_sum, loss_tokens, seen = 0.0, 0, 0
-        with torch.no_grad():
-            for step, batch in enumerate(dataloader):
-                n = batch_size_of(batch)
-                units = self._loss_units(batch)
-                loss, logits, batch_labels = self.prediction_step(
-                    model, batch, prediction_loss_only, ignore_keys=ignore_keys
-                )
-                if loss is not None:
-                    loss_sum, loss_tokens = loss_sum + float(loss), loss_tokens + units
-                if logits is not None and self.preprocess_logits_for_metrics is not None:
-                    logits = self.preprocess_logits_for_metrics(logits, batch_labels)
-                if isinstance(logits, torch.Tensor) and args.predict_with_generate and logits.shape[0] != n:
-                    logits = logits.view(n, -1, logits.shape[-1])  # num_return_sequences: (n, k, length)
-                preds.add(logits)
-                labels.add(batch_labels)
-                if keep_sources:
-                    sources.add(batch.get(main))
-                rows = np.asarray(order[seen : seen + n] if order is not None else range(seen, seen + n))
-                indices.append(rows.astype(np.int64))
-                seen += n
-                self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
-                if (
-                    args.eval_accumulation_steps is not None
-                    and (step + 1) % args.eval_accumulation_steps == 0
-                ):
-                    for acc in (preds, labels, sources):
-                        acc.to_cpu()
+    def predictions_of_batch(self, logits: Any, labels: Any, *, batch_size: int) -> Any:
+        """As in ``Trainer``, then n-best generations (``num_return_sequences``) as ``(n, k, length)``, so
+        that every example keeps one row."""
+        preds = super().predictions_of_batch(logits, labels, batch_size=batch_size)
+        n_best = isinstance(preds, torch.Tensor) and preds.shape[0] != batch_size
+        if n_best and self.args.predict_with_generate:
+            preds = preds.view(batch_size, -1, preds.shape[-1])
+        return preds
 
-        loss_sum = distributed.all_reduce_sum(loss_sum)
-        loss_tokens = distributed.all_reduce_sum(loss_tokens)
-        index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-        parts = (preds.result(), labels.result(), sources.result())
-        if order is not None:  # map-style: shards of one order; gather them (a no-op in one process)
-            index, parts = gather_in_dataset_order(index, parts, pad_values=(pad, IGNORE_INDEX, pad))
-        all_preds, all_labels, all_sources = parts
-        all_labels = None if all_labels is None else nested_map(lambda a: _replace_ignore(a, pad), all_labels)
+    def keeps_eval_inputs(self) -> bool:
+        """Also with ``save_predictions``, which writes each source next to its hypothesis."""
+        return self.args.include_inputs_for_metrics or self.args.save_predictions
 
-        metrics: dict[str, Any] = {}
-        if self.compute_metrics is not None and all_preds is not None and all_labels is not None:
-            inputs = all_sources if args.include_inputs_for_metrics else None
-            metrics = dict(self.compute_metrics(EvalPrediction(all_preds, all_labels, inputs=inputs)))
-        if args.predict_with_generate and all_preds is not None:
-            # ours, defined exactly, wins over a compute_metrics "gen_len" (which may count the start token)
-            metrics["gen_len"] = mean_generated_length(
-                all_preds, pad_id=pad, start_id=self._decoder_start_id()
-            )
-        if loss_tokens > 0:
-            metrics["loss"] = loss_sum / loss_tokens
-        metrics = prefix_metrics(metrics, metric_key_prefix)
-        return EvalLoopOutput(all_preds, all_labels, metrics, num_samples=len(index), inputs=all_sources)
+    def gather_eval_rows(self, index, parts, *, pad_values, sharded):
+        """As in ``Trainer`` for shards of one order; an iterable dataset, which every process evaluated
+        whole, keeps this process's rows without a gather."""
+        if not sharded:
+            return index, parts
+        return super().gather_eval_rows(index, parts, pad_values=pad_values, sharded=sharded)
 
-    # -------------------------------------------------------------------------------------- outputs
-    def _save_predictions(self, output: EvalLoopOutput, prefix: str) -> None:
-        """``{prefix}_predictions.jsonl`` in output_dir: ``id`` (dataset index), ``source``, ``reference``
-        and ``hypothesis``, decoded with the trainer's tokenizer when there is one (ids otherwise)."""
+    def postprocess_label_ids(self, label_ids: Nested) -> Nested:
+        """The pad id where the collator put -100, so that ``batch_decode`` in ``compute_metrics`` never
+        crashes (ANCHORS F7)."""
+        pad = self.prediction_pad_id
+        return nested_map(lambda a: _replace_ignore(a, pad), label_ids)
+
+    def extra_eval_metrics(self, predictions: Nested | None, label_ids: Nested | None) -> dict[str, float]:
+        """``gen_len`` with generation: ours, defined exactly, wins over a ``compute_metrics`` "gen_len"
+        (which may count the start token)."""
+        if not self.args.predict_with_generate or predictions is None:
+            return {}
+        start = self._decoder_start_id()
+        return {"gen_len": mean_generated_length(predictions, pad_id=self.prediction_pad_id, start_id=start)}
+
+    def save_predictions(self, output: EvalLoopOutput, metric_key_prefix: str) -> None:
+        """``{metric_key_prefix}_predictions.jsonl`` in output_dir: ``id`` (dataset index), ``source``,
+        ``reference`` and ``hypothesis``, decoded with the trainer's tokenizer when there is one (ids
+        otherwise)."""
         if not self.args.should_save or output.predictions is None:
             return
         preds = _first(output.predictions)
         if np.issubdtype(preds.dtype, np.floating) and preds.ndim >= 3:
             preds = preds.argmax(-1)  # teacher-forced logits: their argmax ids
         refs, srcs = _first(output.label_ids), _first(output.inputs)
-        path = Path(self.args.output_dir) / f"{prefix}_predictions.jsonl"
+        path = Path(self.args.output_dir) / f"{metric_key_prefix}_predictions.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as f:
             for i in range(len(preds)):

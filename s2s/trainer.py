@@ -7,7 +7,9 @@ exactly like one batch of k * b, whatever the target lengths and with label smoo
 
 Override points (as in Hugging Face, so ``Seq2SeqTrainer`` stays a small subclass): ``compute_loss``,
 ``training_step``, ``prediction_step``, ``evaluation_loop``, ``create_optimizer``, ``create_scheduler``,
-``get_train_dataloader``, ``get_eval_dataloader``, ``get_test_dataloader``, ``get_train_sampler``.
+``get_train_dataloader``, ``get_eval_dataloader``, ``get_test_dataloader``, ``get_train_sampler``; and the
+steps of the evaluation loop: ``get_eval_order``, ``predictions_of_batch``, ``keeps_eval_inputs``,
+``gather_eval_rows``, ``postprocess_label_ids``, ``extra_eval_metrics``, ``save_predictions``.
 
 Who decides what: ``DefaultFlowCallback`` turns strategies into control flags (log/evaluate/save/stop);
 ``s2s.checkpointing`` writes and reads checkpoints; ``s2s.dataloaders`` builds loaders and samplers;
@@ -54,6 +56,7 @@ from s2s.callbacks import (
 from s2s.dataloaders import (
     build_eval_loader,
     build_train_loader,
+    default_eval_order,
     default_train_sampler,
     forward_argument_names,
     is_batch_sampler,
@@ -61,7 +64,9 @@ from s2s.dataloaders import (
 )
 from s2s.evaluation import (
     EvalLoopOutput,
+    Nested,
     PredictionOutput,
+    gather_in_dataset_order,
     num_batches,
     run_evaluation_loop,
     speed_metrics,
@@ -345,33 +350,30 @@ class Trainer:
             seed=self._data_seed,
         )
 
-    def _eval_sorted_by_length(self) -> bool:
-        """Evaluate longest-first (predictions are put back in dataset order) when lengths are in use."""
-        return self.args.group_by_length
+    def get_eval_order(self, dataset) -> list[int]:
+        """Dataset indices in the order evaluation runs them (each process then takes every
+        ``world_size``-th): dataset order, or longest first by ``max(source, target)`` with
+        ``group_by_length``. Predictions go back to dataset order either way. ``Seq2SeqTrainer`` overrides
+        this to sort by source length for generation."""
+        return default_eval_order(dataset, args=self.args, sort_by_length=self.args.group_by_length)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluation needs an eval_dataset (in the Trainer or passed to evaluate())")
-        dataset = self._prune_columns(dataset, "eval_dataset")
-        return build_eval_loader(
-            dataset,
-            batch_size=self.args.eval_batch_size,
-            collate_fn=self.data_collator,
-            args=self.args,
-            sort_by_length=self._eval_sorted_by_length(),
-            num_replicas=distributed.get_world_size(),
-            rank=distributed.get_rank(),
-        )
+        return self._eval_loader(self._prune_columns(dataset, "eval_dataset"))
 
     def get_test_dataloader(self, test_dataset) -> DataLoader:
-        dataset = self._prune_columns(test_dataset, "test_dataset")
+        return self._eval_loader(self._prune_columns(test_dataset, "test_dataset"))
+
+    def _eval_loader(self, dataset) -> DataLoader:
+        order = None if isinstance(dataset, IterableDataset) else self.get_eval_order(dataset)
         return build_eval_loader(
             dataset,
             batch_size=self.args.eval_batch_size,
             collate_fn=self.data_collator,
             args=self.args,
-            sort_by_length=self._eval_sorted_by_length(),
+            order=order,
             num_replicas=distributed.get_world_size(),
             rank=distributed.get_rank(),
         )
@@ -1111,7 +1113,7 @@ class Trainer:
             self.args, self.state, self.control, metrics=output.metrics
         )
         if self.args.save_predictions:
-            self._save_predictions(output, metric_key_prefix)
+            self.save_predictions(output, metric_key_prefix)
         return output.metrics
 
     def predict(
@@ -1136,7 +1138,7 @@ class Trainer:
             self.args, self.state, self.control, metrics=output.metrics
         )
         if self.args.save_predictions:
-            self._save_predictions(output, metric_key_prefix)
+            self.save_predictions(output, metric_key_prefix)
         return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
     def evaluation_loop(
@@ -1187,13 +1189,49 @@ class Trainer:
             return loss, None, None
         return loss, _logits_of(outputs, ignore_keys, has_loss=loss is not None), labels
 
-    def _save_predictions(self, output: EvalLoopOutput, prefix: str) -> None:
-        """save_predictions: one JSON line per example (index, prediction, label) in output_dir."""
+    # Override points of the evaluation loop (see ``s2s.evaluation.run_evaluation_loop``): each default
+    # is the generic behaviour; ``Seq2SeqTrainer`` overrides them instead of repeating the loop.
+    def predictions_of_batch(self, logits: Any, labels: Any, *, batch_size: int) -> Any:
+        """What the evaluation loop keeps of one batch's predictions (before anything is accumulated):
+        the outputs through ``preprocess_logits_for_metrics`` when one is given (e.g. an argmax)."""
+        if logits is not None and self.preprocess_logits_for_metrics is not None:
+            logits = self.preprocess_logits_for_metrics(logits, labels)
+        return logits
+
+    def keeps_eval_inputs(self) -> bool:
+        """Whether the evaluation loop keeps each row's main input (``include_inputs_for_metrics``)."""
+        return self.args.include_inputs_for_metrics
+
+    def gather_eval_rows(
+        self,
+        index: np.ndarray,
+        parts: tuple[Nested | None, ...],
+        *,
+        pad_values: tuple[int | float, ...],
+        sharded: bool,
+    ) -> tuple[np.ndarray, tuple[Nested | None, ...]]:
+        """The rows of every process, each example once, in dataset order (``index`` holds each row's
+        dataset index; ``parts`` are (predictions, label ids, inputs)). ``sharded`` is False for an
+        iterable dataset, which every process evaluates whole: the gather then keeps one copy."""
+        return gather_in_dataset_order(index, parts, pad_values=pad_values)
+
+    def postprocess_label_ids(self, label_ids: Nested) -> Nested:
+        """The gathered label ids as ``compute_metrics`` and the output receive them (here unchanged,
+        -100 included)."""
+        return label_ids
+
+    def extra_eval_metrics(self, predictions: Nested | None, label_ids: Nested | None) -> dict[str, float]:
+        """Metrics the trainer adds itself after ``compute_metrics`` (same names win over its); none here."""
+        return {}
+
+    def save_predictions(self, output: EvalLoopOutput, metric_key_prefix: str) -> None:
+        """save_predictions: one JSON line per example (index, prediction, label) in
+        ``output_dir/{metric_key_prefix}_predictions.jsonl``."""
         if not self.args.should_save or output.predictions is None:
             return
         preds = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
         labels = output.label_ids[0] if isinstance(output.label_ids, (tuple, list)) else output.label_ids
-        path = Path(self.args.output_dir) / f"{prefix}_predictions.jsonl"
+        path = Path(self.args.output_dir) / f"{metric_key_prefix}_predictions.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as f:
             for i, pred in enumerate(preds):
