@@ -137,22 +137,79 @@ def test_cached_decoding_equals_full_forward(overrides):
     torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
-def test_cache_reorder_equals_forward_of_reordered_histories():
-    """Two rows per source; after a reorder each row continues another row's history (same source)."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cache_reorder_equals_forward_of_reordered_histories(precision):
+    """Two rows per source; after each reorder a row continues another row's history (same source)."""
     model = tiny_model()
     ids, mask = source_batch(batch=2)
-    rows = torch.cat([torch.full((4, 1), START), torch.randint(4, 24, (4, 4))], dim=1)  # rows 0,1 -> src 0
-    order = torch.tensor([1, 1, 3, 2])
-    with torch.no_grad():
-        cache = model.start_decoding(model.encode(ids, mask), mask, rows_per_source=2, max_steps=5)
-        for t in range(3):
-            model.decode_step(rows[:, t], cache)
-        cache.reorder(order)
-        history = rows[order]
-        last = [model.decode_step(history[:, t], cache) for t in (3, 4)]
-    expanded_ids, expanded_mask = ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)
-    full = model(expanded_ids, expanded_mask, decoder_input_ids=history).logits
-    torch.testing.assert_close(torch.stack(last, 1), full[:, 3:5], atol=1e-5, rtol=1e-4)
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.cat([torch.full((4, 1), START), torch.randint(4, 24, (4, 5), generator=g)], dim=1)
+    reorders = {2: torch.tensor([1, 1, 3, 2]), 4: torch.tensor([1, 0, 2, 2])}  # step -> rows
+    history = tokens.clone()  # what each row's sequence is after the reorders (the uncached reference)
+    logits = []
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.no_grad(), autocast:
+        cache = model.start_decoding(model.encode(ids, mask), mask, rows_per_source=2, max_steps=6)
+        for t in range(6):
+            if t in reorders:
+                cache.reorder(reorders[t])
+                history = torch.cat([history[reorders[t], :t], tokens[:, t:]], dim=1)
+                logits = [step[reorders[t]] for step in logits]  # earlier steps belong to the new rows too
+            logits.append(model.decode_step(history[:, t], cache).float())
+        full = model(ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0), decoder_input_ids=history)
+    tol = {"atol": 1e-5, "rtol": 1e-4} if precision == "fp32" else {"atol": 0.1, "rtol": 0.05}
+    torch.testing.assert_close(torch.stack(logits, 1), full.logits.float(), **tol)
+
+
+class _Histories:
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        self.ids, self.mask = ids, mask
+        self.history = ids.new_zeros(ids.size(0), 0)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.history = self.history[rows]
+
+
+class UncachedModel:
+    """The decoding protocol over full forward passes (no cache): the reference for cached decoding."""
+
+    def __init__(self, model: TransformerForConditionalGeneration) -> None:
+        self.model = model
+
+    def encode(self, ids, mask):
+        return ids, mask
+
+    def start_decoding(self, state, mask, *, rows_per_source, max_steps):
+        ids, mask = state
+        return _Histories(
+            ids.repeat_interleave(rows_per_source, 0), mask.repeat_interleave(rows_per_source, 0)
+        )
+
+    def decode_step(self, tokens, cache):
+        cache.history = torch.cat([cache.history, tokens[:, None]], dim=1)
+        return self.model(cache.ids, cache.mask, decoder_input_ids=cache.history).logits[:, -1]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_cached_generation_equals_uncached_generation(num_beams):
+    from s2s.generation import generate
+
+    model = tiny_model(seed=4)
+    ids, mask = source_batch()
+    options = dict(
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        max_new_tokens=7,
+        no_repeat_ngram_size=2,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    cached = model.generate(ids, mask, **options)
+    config = model.generation_config.copy()
+    config.update(**options)
+    reference = generate(UncachedModel(model), ids, mask, generation_config=config)
+    assert torch.equal(cached.sequences, reference.sequences)
+    torch.testing.assert_close(cached.sequences_scores, reference.sequences_scores, atol=1e-5, rtol=1e-5)
 
 
 def test_generate_greedy_equals_uncached_argmax_loop():
