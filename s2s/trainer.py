@@ -13,8 +13,10 @@ steps of the evaluation loop: ``get_eval_order``, ``predictions_of_batch``, ``ke
 
 Who decides what: ``DefaultFlowCallback`` turns strategies into control flags (log/evaluate/save/stop);
 ``s2s.checkpointing`` writes and reads checkpoints; ``s2s.dataloaders`` builds loaders and samplers;
-``s2s.evaluation`` runs the prediction loop; ``s2s.distributed`` wraps torch.distributed, ``s2s.fsdp`` the
-fully sharded engine (see docs/distributed.md).
+``s2s.evaluation`` runs the prediction loop; ``s2s.optimizer_step`` clips, steps and skips non-finite
+updates; ``s2s.precision`` holds autocast and the fp16 scaler; ``s2s.hyperparameter_search`` runs optuna
+trials; ``s2s.distributed`` wraps torch.distributed, ``s2s.fsdp`` the fully sharded engine (see
+docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ import logging
 import math
 import os
 import random
-import resource
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -71,27 +71,26 @@ from s2s.evaluation import (
     run_evaluation_loop,
     speed_metrics,
 )
+from s2s.hyperparameter_search import BestRun, report_to_trial, run_hyperparameter_search
 from s2s.loss import count_target_tokens, token_cross_entropy_sum
+from s2s.memory_metrics import peak_memory_metrics
+from s2s.model_outputs import logits_for_metrics, split_outputs
+from s2s.optimizer_step import NonFiniteLossError, clip_and_step, record_update, step_scheduler
+from s2s.precision import autocast_context, grad_scaler, install_overflow_hooks
 from s2s.reporting import reporting_callbacks
 from s2s.signals import GracefulInterrupt
 
 logger = logging.getLogger(__name__)
+
+# NonFiniteLossError and BestRun live with their jobs (s2s.optimizer_step, s2s.hyperparameter_search); they are
+# importable from here too, where the trainer raises and returns them.
+__all__ = ["BestRun", "NonFiniteLossError", "TrainOutput", "Trainer", "set_seed"]
 
 
 class TrainOutput(NamedTuple):
     global_step: int
     training_loss: float
     metrics: dict[str, float]
-
-
-class BestRun(NamedTuple):
-    run_id: str
-    objective: float
-    hyperparameters: dict[str, Any]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN/inf losses or gradients for too many updates in a row."""
 
 
 def set_seed(seed: int, *, full_determinism: bool = False) -> None:
@@ -111,23 +110,6 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
     )
-
-
-def split_outputs(outputs: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(loss, logits)`` of a model's output: a dict-like/dataclass output with those fields, a tuple
-    ``(loss, logits, ...)`` whose first item is a scalar, a tuple ``(logits, ...)``, or a bare tensor."""
-    if isinstance(outputs, torch.Tensor):
-        return None, outputs
-    if isinstance(outputs, (tuple, list)):
-        if outputs and isinstance(outputs[0], torch.Tensor) and outputs[0].dim() == 0:
-            return outputs[0], outputs[1] if len(outputs) > 1 else None
-        return None, outputs[0] if outputs else None
-    if isinstance(outputs, Mapping) or hasattr(outputs, "keys"):
-        keys = list(outputs.keys())
-        return (outputs["loss"] if "loss" in keys else None), (
-            outputs["logits"] if "logits" in keys else None
-        )
-    return getattr(outputs, "loss", None), getattr(outputs, "logits", None)
 
 
 class Trainer:
@@ -186,7 +168,7 @@ class Trainer:
             raise ValueError(
                 "optimizers=(...) cannot be combined with model_init: the optimizer would hold the old model"
             )
-        self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
+        self.scaler = grad_scaler(args)
         self._check_backend_options()
 
         default_callbacks: list[TrainerCallback] = [
@@ -270,36 +252,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = args.tf32
             torch.backends.cudnn.allow_tf32 = args.tf32
         if "underflow_overflow" in args.debug:
-            self._install_overflow_hooks()
-
-    def _install_overflow_hooks(self) -> None:
-        """debug='underflow_overflow': raise at the first module whose output holds inf/NaN, naming it."""
-
-        def hook(module, inputs, output, name):
-            tensors = (
-                [output]
-                if isinstance(output, torch.Tensor)
-                else [
-                    t
-                    for t in (
-                        output.values()
-                        if isinstance(output, dict)
-                        else output
-                        if isinstance(output, tuple)
-                        else []
-                    )
-                    if isinstance(t, torch.Tensor)
-                ]
-            )
-            for t in tensors:
-                if t.is_floating_point() and not torch.isfinite(t).all():
-                    raise FloatingPointError(
-                        f"debug=underflow_overflow: module {name or '<model>'} ({type(module).__name__}) produced "
-                        f"inf/NaN at step {self.state.global_step}"
-                    )
-
-        for name, module in self.model.named_modules():
-            module.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
+            install_overflow_hooks(self.model, current_step=lambda: self.state.global_step)
 
     # ------------------------------------------------------------------------------------------ callbacks
     def add_callback(self, callback) -> None:
@@ -396,15 +349,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ precision
     def _autocast(self, *, evaluating: bool = False):
-        args = self.args
-        if evaluating and (args.bf16_full_eval or args.fp16_full_eval):
-            return contextlib.nullcontext()  # the model itself is cast
-        device_type = args.device.type
-        if args.bf16:
-            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-        if args.fp16:
-            return torch.autocast(device_type=device_type, dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast_context(self.args, evaluating=evaluating)
 
     # ------------------------------------------------------------------------------------------ loss
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False):
@@ -767,66 +712,25 @@ class Trainer:
             self._padding[1] += padded
 
     def _optimizer_update(self, model: nn.Module, loss_sum: torch.Tensor, units: int) -> None:
-        """Clip, step (unless the loss or gradient is NaN/inf), schedule, zero the gradients."""
+        """Clip, step (unless the loss or gradient is NaN/inf), schedule, zero the gradients, book-keep."""
         args = self.args
         self.control = self.callback_handler.on_pre_optimizer_step(args, self.state, self.control)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        max_norm = args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else math.inf
-        if hasattr(model, "clip_grad_norm_"):  # FSDP shards gradients: it must compute the norm itself
-            grad_norm = model.clip_grad_norm_(max_norm)
-        else:
-            grad_norm = nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None], max_norm
-            )
-        grad_norm = float(grad_norm)  # .item() syncs the device once per update
-        loss_value = float(loss_sum)
-        finite = math.isfinite(loss_value) and (math.isfinite(grad_norm) or self.scaler is not None)
-        if self.scaler is not None:
-            if finite:
-                self.scaler.step(self.optimizer)  # skips by itself when fp16 gradients overflowed
-            self.scaler.update()
-        elif finite:
-            self.optimizer.step()
+        outcome = clip_and_step(
+            model, self.optimizer, loss_sum=loss_sum, max_grad_norm=args.max_grad_norm, scaler=self.scaler
+        )
         self.control = self.callback_handler.on_optimizer_step(args, self.state, self.control)
         if not self._is_metric_scheduler():
-            # Also on skipped updates: the schedule follows global_step (and torch's warning about a
-            # scheduler step without an optimizer step does not apply).
-            with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", message="Detected call of `lr_scheduler.step", category=UserWarning
-                )
-                self.lr_scheduler.step()
+            step_scheduler(self.lr_scheduler)  # also on skipped updates: the schedule follows global_step
         model.zero_grad(set_to_none=True)
-
-        acc = self.state.loss_accumulators
-        if finite:
-            self.state.consecutive_nonfinite_steps = 0
-            self._last_grad_norm = grad_norm
-        else:
-            self.state.nonfinite_steps += 1
-            self.state.consecutive_nonfinite_steps += 1
-            logger.warning(
-                "step %d: non-finite loss (%s) or gradient norm (%s); update skipped (%d in a row)",
-                self.state.global_step + 1,
-                loss_value,
-                grad_norm,
-                self.state.consecutive_nonfinite_steps,
-            )
-            limit = args.max_consecutive_nonfinite_steps
-            if limit and self.state.consecutive_nonfinite_steps >= limit:
-                raise NonFiniteLossError(
-                    f"{limit} updates in a row had a NaN/inf loss or gradient (last at step "
-                    f"{self.state.global_step + 1}); lower learning_rate, set max_grad_norm, use bf16 instead of "
-                    "fp16, check the data for empty targets, or raise max_consecutive_nonfinite_steps"
-                )
-        if finite or not args.logging_nan_inf_filter:
-            acc["log_loss"] = acc.get("log_loss", 0.0) + loss_value
-            acc["log_units"] = acc.get("log_units", 0) + units
-        if finite:
-            acc["total_loss"] = acc.get("total_loss", 0.0) + loss_value
-            acc["total_units"] = acc.get("total_units", 0) + units
-        self.state.num_input_tokens_seen += units
+        if outcome.finite:
+            self._last_grad_norm = outcome.grad_norm
+        record_update(
+            self.state,
+            outcome,
+            units=units,
+            max_consecutive_nonfinite_steps=args.max_consecutive_nonfinite_steps,
+            logging_nan_inf_filter=args.logging_nan_inf_filter,
+        )
 
     def _maybe_log_save_evaluate(self, model: nn.Module, trial: Any) -> None:
         if self.control.should_log and self.state.global_step > self._last_logged_step:
@@ -881,7 +785,7 @@ class Trainer:
                 )
             self.lr_scheduler.step(value)
         if trial is not None:
-            self._report_to_trial(trial, metrics)
+            report_to_trial(trial, metrics, args=self.args, step=self.state.global_step)
         return metrics
 
     def _train_metrics(self, start_time: float, samples: int, tokens: int) -> dict[str, float]:
@@ -893,11 +797,7 @@ class Trainer:
         metrics["train_loss"] = acc.get("total_loss", 0.0) / units if units else float("nan")
         metrics["nonfinite_steps"] = self.state.nonfinite_steps
         if not self.args.skip_memory_metrics:
-            # ru_maxrss is in KiB on Linux, bytes on macOS.
-            scale = 1 if sys.platform == "darwin" else 1024
-            metrics["train_mem_cpu_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-            if torch.cuda.is_available():
-                metrics["train_mem_gpu_peak"] = torch.cuda.max_memory_allocated()
+            metrics.update(peak_memory_metrics("train"))
         return metrics
 
     def _log_setup(self, train_loader: DataLoader, max_steps: int) -> None:
@@ -1187,7 +1087,7 @@ class Trainer:
                 loss, outputs = None, model(**inputs)
         if prediction_loss_only:
             return loss, None, None
-        return loss, _logits_of(outputs, ignore_keys, has_loss=loss is not None), labels
+        return loss, logits_for_metrics(outputs, ignore_keys, has_loss=loss is not None), labels
 
     # Override points of the evaluation loop (see ``s2s.evaluation.run_evaluation_loop``): each default
     # is the generic behaviour; ``Seq2SeqTrainer`` overrides them instead of repeating the loop.
@@ -1252,52 +1152,16 @@ class Trainer:
     ) -> BestRun:
         """Search hyper-parameters with optuna: each trial copies the arguments, applies ``hp_space(trial)``,
         trains a fresh model from ``model_init`` and is scored by ``compute_objective(eval metrics)``
-        (default: the eval loss)."""
-        if backend != "optuna":
-            raise ValueError(
-                f"hyperparameter_search backend={backend!r} is not supported; use backend='optuna'"
-            )
-        try:
-            import optuna
-        except ImportError as err:
-            raise ImportError(
-                "hyperparameter_search needs optuna: pip install 's2s-toolkit[optuna]'"
-            ) from err
-        if self.model_init is None:
-            raise ValueError(
-                "hyperparameter_search needs model_init, so that every trial starts from a fresh model"
-            )
-        hp_space = hp_space or (
-            lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True)}
+        (default: the eval loss). See ``s2s.hyperparameter_search``."""
+        return run_hyperparameter_search(
+            self,
+            hp_space=hp_space,
+            compute_objective=compute_objective,
+            n_trials=n_trials,
+            direction=direction,
+            backend=backend,
+            **kwargs,
         )
-        compute_objective = compute_objective or (lambda metrics: metrics.get("eval_loss", float("nan")))
-        base_args = self.args
-
-        def objective(trial) -> float:
-            params = hp_space(trial)
-            self.args = copy.deepcopy(base_args)
-            for key, value in params.items():
-                if not hasattr(self.args, key):
-                    raise AttributeError(f"hp_space returned {key!r}, which is not a TrainingArguments field")
-                setattr(self.args, key, value)
-            self.args.output_dir = os.path.join(base_args.output_dir, f"run-{trial.number}")
-            self.state = TrainerState(trial_name=f"run-{trial.number}", trial_params=params)
-            try:
-                self.train(trial=trial)
-                return compute_objective(self.evaluate())
-            finally:
-                self.args = base_args
-
-        study = optuna.create_study(direction=direction, **kwargs)
-        study.optimize(objective, n_trials=n_trials)
-        best = study.best_trial
-        return BestRun(str(best.number), best.value, best.params)
-
-    def _report_to_trial(self, trial: Any, metrics: dict[str, float]) -> None:
-        report = getattr(trial, "report", None)
-        value = lookup_metric(metrics, best_metric_spec(self.args)[0])
-        if report is not None and value is not None:
-            report(value, self.state.global_step)
 
 
 def _strategy_value(value: Any) -> str:
@@ -1308,20 +1172,3 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
     from s2s.evaluation import batch_size_of
 
     return batch_size_of(batch)
-
-
-def _logits_of(outputs: Any, ignore_keys: list[str], *, has_loss: bool) -> Any:
-    """The model outputs worth keeping for metrics: every field except the loss and ``ignore_keys``; a
-    single tensor when only one is left."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if isinstance(outputs, (tuple, list)):
-        has_loss = has_loss and split_outputs(outputs)[0] is not None
-        values = tuple(outputs[1:] if has_loss else outputs)
-    elif isinstance(outputs, Mapping) or hasattr(outputs, "items"):
-        values = tuple(
-            v for k, v in outputs.items() if k not in ignore_keys and k != "loss" and v is not None
-        )
-    else:
-        values = (outputs.logits,)
-    return values[0] if len(values) == 1 else values
