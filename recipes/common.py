@@ -241,13 +241,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
 
 
 def setup_logging(training_args: Any) -> None:
-    """The recipe's own progress at INFO unless a log_level is chosen; libraries at the level the args give."""
+    """The recipe's own progress at INFO on the main process unless a log_level is chosen; the other processes
+    of a torchrun job at `log_level_replica` (as `get_process_log_level` says), their lines tagged with their
+    rank. Libraries at the level the args give."""
     level = training_args.get_process_log_level()
+    rank = f"[rank {training_args.process_index}] " if training_args.world_size > 1 else ""
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
+        format=f"%(asctime)s %(levelname)s %(name)s: {rank}%(message)s", datefmt="%H:%M:%S", level=level
     )
-    recipe_level = logging.INFO if str(training_args.log_level) == "passive" else level
-    logger.setLevel(recipe_level if training_args.process_index == 0 else level)
+    main = training_args.should_log  # the main process (of each node, with log_on_each_node)
+    logger.setLevel(logging.INFO if main and str(training_args.log_level) == "passive" else level)
     datasets.utils.logging.set_verbosity_warning()
 
 
@@ -307,7 +310,11 @@ def load_or_train_tokenizer(
     model_args: ModelArguments, training_args: Any, train: datasets.Dataset | None
 ) -> Any:
     """The tokenizer named, else the one saved with the model or in output_dir (a resumed run), else a new one
-    trained on the training pairs (one joint vocabulary) and saved in output_dir at once."""
+    trained on the training pairs (one joint vocabulary) and saved in output_dir at once.
+
+    Under torchrun the recipes call this inside `main_process_first(local=False)`: rank 0 trains (or reuses)
+    and saves the tokenizer, and the other processes then load that one instead of training their own."""
+    from s2s import distributed
     from s2s.tokenization import CONFIG_FILE, load_tokenizer, train_joint_tokenizer
 
     if model_args.tokenizer_name_or_path:
@@ -315,6 +322,14 @@ def load_or_train_tokenizer(
     if model_args.model_name_or_path:
         return load_any_tokenizer(model_args.model_name_or_path)
     output_dir = Path(training_args.output_dir)
+    if distributed.is_distributed() and training_args.process_index != 0:
+        if not (output_dir / CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"rank {training_args.process_index}: rank 0 saved no tokenizer in {output_dir} (see its error); "
+                "on several nodes output_dir must be on a filesystem they share, or pass --tokenizer_name_or_path"
+            )
+        logger.info("loading the tokenizer rank 0 saved in %s", output_dir)
+        return load_tokenizer(output_dir)
     if (output_dir / CONFIG_FILE).is_file() and not training_args.overwrite_output_dir:
         logger.info(
             "reusing the tokenizer saved in %s (pass --overwrite_output_dir to train a new one)", output_dir
@@ -387,12 +402,17 @@ def _import_transformers(path: Path) -> Any:
 
 
 def tokenize_splits(
-    splits: Mapping[str, datasets.Dataset], tokenizer: Any, data_args: DataArguments
+    splits: Mapping[str, datasets.Dataset],
+    tokenizer: Any,
+    data_args: DataArguments,
+    *,
+    report_truncation: bool = True,
 ) -> dict[str, datasets.Dataset]:
     """input_ids / attention_mask / labels for each split, through `datasets.map` (batched, cached, `num_proc`).
 
     Truncation keeps the final eos and is counted: a warning says how many sources and targets were cut (an
-    error with `error_on_truncation`).
+    error with `error_on_truncation`). Every process of a torchrun job sees the same data, so the recipes let
+    only the main process warn (`report_truncation`); the error is raised everywhere.
     """
     tokenizer_key = _tokenizer_fingerprint(tokenizer)
     tokenized = {}
@@ -420,7 +440,7 @@ def tokenize_splits(
             new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
             desc=f"Tokenizing {split}",
         )
-        _report_truncation(dataset, split, data_args, max_target)
+        _report_truncation(dataset, split, data_args, max_target, warn=report_truncation)
         tokenized[split] = dataset.remove_columns(list(TRUNCATION_FLAGS))
     return tokenized
 
@@ -459,7 +479,7 @@ def tokenize_batch(
 
 
 def _report_truncation(
-    dataset: datasets.Dataset, split: str, data_args: DataArguments, max_target: int
+    dataset: datasets.Dataset, split: str, data_args: DataArguments, max_target: int, *, warn: bool = True
 ) -> None:
     for flag, limit, name in (
         ("source_truncated", data_args.max_source_length, "max_source_length"),
@@ -481,7 +501,8 @@ def _report_truncation(
         )
         if data_args.error_on_truncation:
             raise ValueError(f"{message}; raise --{name}, or drop --error_on_truncation to truncate them")
-        logger.warning("%s; they were truncated (raise --%s to keep them whole)", message, name)
+        if warn:
+            logger.warning("%s; they were truncated (raise --%s to keep them whole)", message, name)
 
 
 def _tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -790,6 +811,7 @@ def write_predictions(
     with open(output_dir / "generated_predictions.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    logger.info("wrote %d predictions to %s", len(rows), output_dir / "generated_predictions.{txt,jsonl}")
     return rows
 
 

@@ -22,20 +22,27 @@ if __package__ in (None, ""):  # `python recipes/summarization.py`: make the rep
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from recipes import common
+from s2s.distributed import init_distributed
 
 TASK = "summarization"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = common.parse_arguments(argv)
+    init_distributed(training_args)  # under torchrun: the process group first, so rank 0 can go first below
     common.setup_logging(training_args)
     common.task_defaults(TASK, data_args)
     common.check_arguments(model_args, data_args, training_args)
 
-    # text -> tokenizer -> ids
+    # text -> tokenizer -> ids (rank 0 trains and saves the tokenizer, the others load it; rank 0 fills the
+    # tokenization cache first)
     raw = common.load_splits(TASK, data_args, training_args)
-    tokenizer = common.load_or_train_tokenizer(model_args, training_args, raw.get("train"))
-    tokenized = common.tokenize_splits(raw, tokenizer, data_args)
+    with training_args.main_process_first(local=False, desc="tokenizer training"):
+        tokenizer = common.load_or_train_tokenizer(model_args, training_args, raw.get("train"))
+    with training_args.main_process_first(desc="dataset tokenization"):
+        tokenized = common.tokenize_splits(
+            raw, tokenizer, data_args, report_truncation=training_args.should_log
+        )
 
     # model and trainer
     model = common.load_or_build_model(model_args, data_args, tokenizer)
