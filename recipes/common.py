@@ -22,6 +22,7 @@ import datasets
 import numpy as np
 
 from s2s.callbacks import TrainerCallback
+from s2s.checkpointing import list_checkpoints
 from s2s.text_files import detect_format, load_text_pairs
 
 logger = logging.getLogger("recipes")
@@ -202,7 +203,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
             "evaluating or predicting without --do_train needs a trained model: --model_name_or_path <output_dir>"
         )
     output_dir = Path(training_args.output_dir)
-    checkpoints = sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
+    checkpoints = list_checkpoints(output_dir)  # checkpoint-<step> folders by step; not checkpoint-best etc.
     if (
         training_args.do_train
         and checkpoints

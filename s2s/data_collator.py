@@ -128,8 +128,28 @@ def default_data_collator(features: Sequence[Any], return_tensors: str = "pt") -
             values = [row[key] for row in rows]
         except KeyError as err:
             raise ValueError(f"every feature needs the key {key!r} that features[0] has") from err
-        batch[key] = stack_values(values, return_tensors, name=key)
+        try:
+            batch[key] = stack_values(values, return_tensors, name=key)
+        except ValueError as err:
+            if not _is_ragged(values):
+                raise
+            # stack_values' own message speaks for the padding collators ("only <keys> are padded"); this
+            # collator pads nothing, so say that and name the ones that do.
+            raise ValueError(
+                f"{key!r} holds sequences of different lengths, and default_data_collator pads nothing: collate "
+                f"with DataCollatorWithPadding(tokenizer) or DataCollatorForSeq2Seq(tokenizer), or pad {key!r} to "
+                "one length before collating"
+            ) from err
     return batch
+
+
+def _is_ragged(values: list[Any]) -> bool:
+    """True when the values are sequences that do not stack into one array (different lengths)."""
+    try:
+        np.asarray([v.tolist() if hasattr(v, "tolist") else v for v in values])
+    except ValueError:
+        return True
+    return False
 
 
 def shift_tokens_right(
