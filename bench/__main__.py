@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -24,8 +23,17 @@ from pathlib import Path
 
 import torch
 
-from bench import eval_generate, eval_memory, peak, time_to_quality, trainer_overhead, trainer_throughput
-from bench.common import CACHE, PROFILES, REPO, Profile, failure, log, run_module
+from bench import (
+    eval_generate,
+    eval_memory,
+    generation,
+    model_training,
+    peak,
+    time_to_quality,
+    trainer_overhead,
+    trainer_throughput,
+)
+from bench.common import CACHE, PROFILES, REPO, Profile, log
 from bench.data import BenchData, load_bench_data
 from bench.report import merge, write
 from bench.toolkits import Toolkit, available_toolkits
@@ -37,10 +45,13 @@ OWN = {
     "trainer_overhead": trainer_overhead.run,
     "eval_memory": eval_memory.run,
     "time_to_quality": time_to_quality.run,
+    "generation": generation.run,
+    "model_training": model_training.run,
 }
-# Comparisons written elsewhere in bench/, called through their entry points.
-EXTERNAL = ("padding_efficiency", "generation", "model_training")
-GENERATION_GOALS = {"bf16": 3.0, "fp32": 1.5}  # issue 4
+SYNTHETIC = {"generation", "model_training"}
+"""Comparisons on random ids: they need no Multi30k data or tokenizer (their `data` argument is None)."""
+# Comparisons written elsewhere in bench/, called through their own entry points.
+EXTERNAL = ("padding_efficiency",)
 ORDER = (
     "padding_efficiency",
     "trainer_throughput",
@@ -64,53 +75,18 @@ def cpu_name() -> str:
 
 
 def run_external(name: str, profile: Profile) -> dict:
-    """Call another engineer's benchmark: its `run(quick=...)` when it has one, else its command line
-    (`python -m bench.<name> [--quick] --output FILE`) in a fresh process, reading the JSON it writes."""
+    """Call another engineer's benchmark through its own entry point (today only padding_efficiency)."""
     try:
         module = importlib.import_module(f"bench.{name}")
     except ModuleNotFoundError as err:
         return {"skipped": f"bench/{name}.py is not there yet ({err})"}
     quick = profile.name != "full"
-    if name == "padding_efficiency":
-        data = module.DEFAULT_DATA
-        if not data.is_file():
-            return {"skipped": f"needs the plain Multi30k train.jsonl at {data}"}
-        report = module.run(data, batch_size=64, epochs=1 if quick else 3, vocab_size=8000, seed=0)
-        title = "Padding efficiency of the samplers (Multi30k train)"
-        return {"title": title, **report, "markdown": module.markdown(report)}
-    if callable(getattr(module, "run", None)):
-        return module.run(quick=quick)
-    if not callable(getattr(module, "main", None)):
-        return {"skipped": f"bench/{name}.py has neither run(quick) nor main()"}
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
-        output = Path(scratch) / f"{name}.json"
-        proc = run_module(
-            f"bench.{name}", (["--quick"] if quick else []) + ["--output", str(output)], timeout=3 * 3600
-        )
-        if proc.returncode != 0 or not output.is_file():
-            return {"error": failure(proc)}
-        report = json.loads(output.read_text(encoding="utf-8"))
-    return {
-        "title": f"{name} (python -m bench.{name}{' --quick' if quick else ''})",
-        **report,
-        **rows_of(report),
-    }
-
-
-def rows_of(report: dict) -> dict:
-    """Result rows from a report of per-cell medians (bench.generation's `cells`), for the tables."""
-    rows = {}
-    for cell in report.get("cells", []):
-        if {"ours_median", "hf_median"} <= set(cell):
-            name = " ".join(str(cell[k]) for k in ("precision", "mode") if k in cell)
-            rows[name] = {
-                "unit": "sequences/s",
-                "ours": cell["ours_median"],
-                "theirs": cell["hf_median"],
-                "ratio": cell.get("median_ratio"),
-                "goal": GENERATION_GOALS.get(cell.get("precision")),
-            }
-    return {"rows": rows} if rows else {}
+    data = module.DEFAULT_DATA
+    if not data.is_file():
+        return {"skipped": f"needs the plain Multi30k train.jsonl at {data}"}
+    report = module.run(data, batch_size=64, epochs=1 if quick else 3, vocab_size=8000, seed=0)
+    title = "Padding efficiency of the samplers (Multi30k train)"
+    return {"title": title, **report, "markdown": module.markdown(report)}
 
 
 def run_suite(
@@ -148,7 +124,7 @@ def run_suite(
             if not toolkits:
                 results["skipped"][name] = "neither toolkit is importable: " + "; ".join(missing.values())
                 continue
-            if data is None:
+            if data is None and name not in SYNTHETIC:
                 log(f"[data] Multi30k, sentencepiece {profile.vocab_size} tokenizer (cached under {cache})")
                 data = load_bench_data(
                     vocab_size=profile.vocab_size, train_examples=profile.train_examples, cache=cache
@@ -172,7 +148,9 @@ def run_suite(
     return results
 
 
-def _run_own(name: str, profile: Profile, data: BenchData, toolkits: dict[str, Toolkit], peak_result: dict):
+def _run_own(
+    name: str, profile: Profile, data: BenchData | None, toolkits: dict[str, Toolkit], peak_result: dict
+):
     return OWN[name](profile, data, toolkits, peak=peak_result)
 
 

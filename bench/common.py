@@ -64,6 +64,19 @@ class Profile:
     peak_size: int = 2048
     peak_runs: int = 5
     overhead_precisions: tuple[str, ...] = ("fp32", "bf16")
+    generation_sources: int = 256
+    """Random sources decoded per timed run by `bench.generation` (issue 4: 256 sources of 32 tokens)."""
+    generation_source_length: int = 32
+    generation_new_tokens: int = 48
+    """Every output is forced to exactly this many new tokens (min = max), so all engines do equal work."""
+    generation_batch_size: int = 64
+    generation_beams: tuple[int, ...] = (1, 4)
+    ct2_compute_types: tuple[str, ...] = ("float32", "int8", "bfloat16")
+    """CTranslate2 compute types tried; those the CPU does not support are reported as skipped."""
+    bare_steps: int = 10
+    """Optimizer steps timed per repetition by `bench.model_training` (bare loop, no trainer)."""
+    bare_length: int = 32
+    """Source and target length of the bare loop's random batches (`batch_size` pairs each)."""
 
 
 PROFILES = {
@@ -86,6 +99,8 @@ PROFILES = {
         peak_size=1536,
         peak_runs=3,
         overhead_precisions=("fp32",),
+        generation_sources=64,
+        bare_steps=4,
     ),
     "smoke": Profile(
         name="smoke",
@@ -112,6 +127,14 @@ PROFILES = {
         peak_size=128,
         peak_runs=2,
         overhead_precisions=("fp32",),
+        generation_sources=8,
+        generation_source_length=6,
+        generation_new_tokens=4,
+        generation_batch_size=4,
+        generation_beams=(1, 2),
+        ct2_compute_types=("float32", "int8"),
+        bare_steps=2,
+        bare_length=8,
     ),
 }
 

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 
-def build_ours(size: dict[str, int], *, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+def build_ours(size: dict[str, int], *, vocab_size: int, seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """Our Transformer of `size`; `overrides` are further `TransformerConfig` fields (e.g. `activation`)."""
     from s2s.models import TransformerConfig, TransformerForConditionalGeneration
 
     torch.manual_seed(seed)
-    config = TransformerConfig(vocab_size=vocab_size, dropout=0.1, **size)
+    config = TransformerConfig(vocab_size=vocab_size, **{"dropout": 0.1, **size, **overrides})
     return TransformerForConditionalGeneration(config)
 
 
@@ -56,20 +57,44 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def training_flops(size: dict[str, int], *, vocab_size: int, source_tokens: int, target_tokens: int) -> float:
-    """Matmul FLOPs of one forward + backward pass (3x the forward) over the given real tokens.
+def _forward_macs(size: dict[str, int], *, vocab_size: int) -> tuple[int, int]:
+    """Matmul multiply-adds of one forward pass: (per source token, per target token).
 
-    Forward, per source token: the encoder's projections (4 d^2 attention + 2 d ffn per layer) and the
-    decoder's cross-attention keys/values (2 d^2 per decoder layer); per target token: the decoder's
-    self-attention (4 d^2), cross-attention queries/output (2 d^2), feed-forward (2 d ffn) and the output
-    projection (d V). Each multiply-add is 2 FLOPs. Attention scores (~4 d L per token and layer) are left
-    out: at Multi30k lengths (L ~ 15) they are under 2% of the total. Padding is not counted: MFU measures
-    useful work.
+    Per source token: the encoder's projections (4 d^2 attention + 2 d ffn per layer) and the decoder's
+    cross-attention keys/values (2 d^2 per decoder layer); per target token: the decoder's self-attention
+    (4 d^2), cross-attention queries/output (2 d^2), feed-forward (2 d ffn) and the output projection (d V).
+    Attention scores (~4 d L per token and layer) are left out: at these lengths (L <= 80) they are a few
+    percent of the total.
     """
     d, ffn = size["d_model"], size["ffn_dim"]
     per_source = size["encoder_layers"] * (4 * d * d + 2 * d * ffn) + size["decoder_layers"] * 2 * d * d
     per_target = size["decoder_layers"] * (6 * d * d + 2 * d * ffn) + d * vocab_size
+    return per_source, per_target
+
+
+def training_flops(size: dict[str, int], *, vocab_size: int, source_tokens: int, target_tokens: int) -> float:
+    """Matmul FLOPs of one forward + backward pass (3x the forward) over the given real tokens.
+
+    Each multiply-add is 2 FLOPs (see `_forward_macs` for what is counted). Padding is not counted: MFU
+    measures useful work.
+    """
+    per_source, per_target = _forward_macs(size, vocab_size=vocab_size)
     return 3 * 2 * (per_source * source_tokens + per_target * target_tokens)
+
+
+def decoding_flops(
+    size: dict[str, int], *, vocab_size: int, source_tokens: int, generated_tokens: int
+) -> float:
+    """Matmul FLOPs of generation: the forward pass of each source token once (encoder, cross-attention
+    keys/values) and of each generated token once per hypothesis that carries it (decoder layers + output
+    projection); `generated_tokens` = sequences x beams x new tokens.
+
+    This is the least work any engine must do: an engine that recomputes cross-attention keys/values per
+    beam (Hugging Face expands the encoder output before the decoder's first step) or re-runs finished
+    rows does more and is not credited for it. Each multiply-add is 2 FLOPs; attention scores are left out.
+    """
+    per_source, per_target = _forward_macs(size, vocab_size=vocab_size)
+    return 2 * (per_source * source_tokens + per_target * generated_tokens)
 
 
 def describe(size: dict[str, int], *, vocab_size: int) -> dict[str, Any]:

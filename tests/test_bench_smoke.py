@@ -6,6 +6,7 @@ empty by the suite; the test checks whatever could run, and that at least one si
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from argparse import Namespace
 
@@ -17,7 +18,14 @@ from bench.data import DATA, load_bench_data
 from bench.eval_memory import child
 from bench.toolkits import available_toolkits
 
-COMPARISONS = ("trainer_throughput", "eval_generate", "trainer_overhead", "time_to_quality")
+COMPARISONS = (
+    "trainer_throughput",
+    "eval_generate",
+    "generation",
+    "model_training",
+    "trainer_overhead",
+    "time_to_quality",
+)
 TOOLKITS, MISSING = available_toolkits()
 pytestmark = pytest.mark.skipif(not TOOLKITS, reason=f"neither toolkit imports: {MISSING}")
 
@@ -71,8 +79,21 @@ def test_smoke_suite_writes_positive_figures(tmp_path, cache):
             if row[side] is not None:
                 assert row[f"mfu_{side}"] > 0  # measured against the peak of the same run
 
+    generation = results["comparisons"]["generation"]
+    assert set(generation["rows"]) == {"fp32 greedy", "fp32 2 beams"}  # smoke: fp32, beams (1, 2)
+    for row in [*generation["rows"].values(), *results["comparisons"]["model_training"]["rows"].values()]:
+        for side in ("ours", "theirs"):
+            if row[side] is not None:
+                assert row[f"mfu_{side}"] > 0
+    if "theirs" in TOOLKITS and importlib.util.find_spec("ctranslate2"):
+        ct2 = generation["ctranslate2"]["rows"]
+        assert {"greedy float32", "2 beams float32"} <= set(ct2)
+        for row in ct2.values():
+            assert row["ctranslate2"] > 0 and row["mfu_ctranslate2"] > 0 and row["ratio_theirs_fp32"] > 0
+
     table = (tmp_path / "results.md").read_text()
     assert "| fp32 identical batches | target tokens/s |" in table
+    assert "| fp32 greedy | sequences/s |" in table
     assert "Time to quality" in table
 
 
