@@ -18,6 +18,7 @@ from s2s.generation.configuration import CONFIG_NAME as GENERATION_CONFIG_NAME
 from s2s.generation.configuration import GenerationConfig
 from s2s.generation.outputs import GenerateOutput
 from s2s.generation.search import generate as run_generation
+from s2s.loss import IGNORE_INDEX, token_cross_entropy_sum
 from s2s.models.cache import TransformerCache
 from s2s.models.configuration import TransformerConfig
 from s2s.models.layers import DecoderLayer, EncoderLayer, PositionEmbedding
@@ -172,8 +173,9 @@ class TransformerForConditionalGeneration(nn.Module):
         logits = self.project(hidden)
         loss = None
         if labels is not None:
-            # fp32 even under autocast: a bf16 log-softmax over a large vocabulary loses precision
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+            # mean over target tokens, fp32 statistics even under autocast (see s2s.loss); NaN without targets,
+            # as F.cross_entropy; no .item(): the count stays on the device
+            loss = token_cross_entropy_sum(logits, labels) / (labels != IGNORE_INDEX).sum()
         out = Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=state.memory)
         return out if return_dict else out.to_tuple()
 
