@@ -62,7 +62,7 @@ def matmul_attention(
         scores.masked_fill_(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     if dropout_p > 0.0:
-        weights = F.dropout(weights, dropout_p)
+        weights = cpu_dropout(weights, dropout_p)  # only used on CPU
     return torch.matmul(weights, v)
 
 
@@ -73,6 +73,31 @@ def attention(
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) <= MATMUL_ATTENTION_MAX_KEYS:
         return matmul_attention(q, k, v, mask=mask, dropout_p=dropout_p, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
+def cpu_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout with its mask drawn as 16-bit random integers, four per 64-bit draw of the generator.
+
+    `F.dropout` on CPU draws one Bernoulli per element from the generator: 7-8 ms fwd+bwd for a (64, 32, 256)
+    bf16 activation on one thread, against about 2 ms here. The drop probability is rounded to a multiple of
+    1/65536 (0.1 -> 0.100006) and the kept values are scaled by 1 / (1 - that), so the expectation is exact.
+    Uses the default CPU generator, so `torch.manual_seed` and checkpoint recomputation replay the same mask."""
+    threshold = round(p * 65536)
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    bits = words.view(torch.int16)[: x.numel()].view(x.shape)
+    keep = (bits >= threshold - 32768).to(x.dtype).mul_(65536 / (65536 - threshold))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with the faster mask of `cpu_dropout` on CPU; the framework's kernel elsewhere."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1.0:
+            return F.dropout(x, self.p, training=True, inplace=self.inplace)
+        return cpu_dropout(x, self.p)
 
 
 class PositionEmbedding(nn.Module):
@@ -108,7 +133,7 @@ class FeedForward(nn.Module):
         inner = config.ffn_dim * (2 if config.activation == "swiglu" else 1)
         self.fc1 = nn.Linear(config.d_model, inner)
         self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
-        self.dropout = nn.Dropout(config.activation_dropout)
+        self.dropout = Dropout(config.activation_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc1(x)
@@ -205,7 +230,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         if self.pre_norm:
@@ -225,7 +250,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.norm3 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(
         self,

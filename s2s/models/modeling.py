@@ -21,7 +21,7 @@ from s2s.generation.search import generate as run_generation
 from s2s.loss import IGNORE_INDEX, token_cross_entropy_sum
 from s2s.models.cache import TransformerCache
 from s2s.models.configuration import TransformerConfig
-from s2s.models.layers import DecoderLayer, EncoderLayer, PositionEmbedding
+from s2s.models.layers import DecoderLayer, Dropout, EncoderLayer, PositionEmbedding
 from s2s.models.outputs import Seq2SeqLMOutput
 from s2s.models.serialization import load_weights, save_weights
 
@@ -66,7 +66,7 @@ class _Stack(nn.Module):
         self.positions = PositionEmbedding(config)
         self.layers = nn.ModuleList(layers)
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_norm else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.gradient_checkpointing = False
 
