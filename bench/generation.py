@@ -264,9 +264,8 @@ def ct2_markdown(rows: dict[str, dict], skipped: dict[str, str]) -> str:
     Hugging Face's) speed relative to it."""
     if not rows and not skipped:
         return ""
-    precisions = sorted(
-        {k.split("_")[-1] for row in rows.values() for k in row if k.startswith("ratio_ours_")}
-    )
+    ratios = [k for row in rows.values() for k in row if k.startswith("ratio_ours_")]
+    precisions = list(dict.fromkeys(k.removeprefix("ratio_ours_") for k in ratios))  # measured order
     header = ["CTranslate2", "seq/s", "MFU"]
     header += [f"ours {p} / CT2" for p in precisions] + [f"HF {p} / CT2" for p in precisions]
     lines = ["", "Second reference, CTranslate2 (the same BART, converted):", ""]
