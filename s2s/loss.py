@@ -20,9 +20,11 @@ _CHUNK_BYTES = 2 << 20
 class _CrossEntropySum(torch.autograd.Function):
     """Summed token cross-entropy with fp32 softmax statistics, computed chunk by chunk.
 
-    Saves the logits (in their own dtype) and one log-sum-exp per row instead of a (tokens, vocab) fp32
-    log-softmax; backward writes softmax - target directly into the gradient, with no zero-filled one-hot
-    and no separate log-softmax backward and dtype cast passes."""
+    When the logits need a gradient, it is computed in the same pass as the loss (one exp per logit, not
+    one here and one again in backward) and saved in the logits' dtype, in place of the logits themselves:
+    d loss / d logit = softmax - (1 - eps) * onehot - eps / vocab, zero on ignored rows. Backward only
+    scales it by the upstream gradient. No (tokens, vocab) fp32 tensor, zero-filled one-hot, separate
+    log-softmax backward or dtype cast pass."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, smoothing: float, ignore_index: int):
@@ -30,33 +32,39 @@ class _CrossEntropySum(torch.autograd.Function):
         safe = labels.masked_fill(~valid, 0)
         rows, vocab = logits.shape
         chunk = max(1, _CHUNK_BYTES // (4 * vocab))
+        with_grad = ctx.needs_input_grad[0]
+        grad = torch.empty_like(logits) if with_grad else None
+        target = torch.full((chunk, 1), -(1.0 - smoothing), dtype=torch.float32, device=logits.device)
+        weight = valid.to(torch.float32)
         lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
+        mean = torch.empty(rows, dtype=torch.float32, device=logits.device) if smoothing else None
         for start in range(0, rows, chunk):
-            lse[start : start + chunk] = torch.logsumexp(logits[start : start + chunk].float(), dim=-1)
+            end = start + chunk
+            x = logits[start:end].float()
+            peak = x.amax(dim=-1, keepdim=True)
+            exp = (x - peak).exp_()
+            total = exp.sum(dim=-1, keepdim=True)
+            lse[start:end] = (total.log() + peak)[:, 0]
+            if smoothing:
+                mean[start:end] = x.mean(dim=-1)
+            if with_grad:
+                probs = exp.div_(total)
+                probs.scatter_add_(1, safe[start:end, None], target[: probs.size(0)])
+                if smoothing:
+                    probs.sub_(smoothing / vocab)
+                grad[start:end] = probs.mul_(weight[start:end, None])
         token_loss = lse - logits.gather(1, safe[:, None])[:, 0].float()
         if smoothing:
             # -mean over the vocabulary of log p = lse - mean(logits)
-            mean = logits.sum(dim=-1, dtype=torch.float32).div_(vocab)
             token_loss = (1.0 - smoothing) * token_loss + smoothing * (lse - mean)
-        ctx.save_for_backward(logits, lse, safe, valid)
-        ctx.smoothing, ctx.chunk = smoothing, chunk
+        if with_grad:
+            ctx.save_for_backward(grad)
         return token_loss.masked_fill_(~valid, 0.0).sum()
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        logits, lse, safe, valid = ctx.saved_tensors
-        smoothing, chunk = ctx.smoothing, ctx.chunk
-        weight = valid.to(torch.float32).mul_(grad_output)
-        target = torch.full((chunk, 1), -(1.0 - smoothing), dtype=torch.float32, device=logits.device)
-        grad = torch.empty_like(logits)
-        for start in range(0, logits.size(0), chunk):
-            end = start + chunk
-            probs = (logits[start:end].float() - lse[start:end, None]).exp_()  # softmax
-            probs.scatter_add_(1, safe[start:end, None], target[: probs.size(0)])
-            if smoothing:
-                probs.sub_(smoothing / probs.size(1))
-            grad[start:end] = probs.mul_(weight[start:end, None])
-        return grad, None, None, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output.to(grad.dtype), None, None, None
 
 
 def token_cross_entropy_sum(
