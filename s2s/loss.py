@@ -59,12 +59,21 @@ class _CrossEntropySum(torch.autograd.Function):
             token_loss = (1.0 - smoothing) * token_loss + smoothing * (lse - mean)
         if with_grad:
             ctx.save_for_backward(grad)
+            ctx.consumed = False
         return token_loss.masked_fill_(~valid, 0.0).sum()
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
+        # Scaled in place: a fresh (tokens, vocab) tensor is a page-faulted mmap and an extra bf16 pass.
+        # So the saved gradient can serve one backward only (no retain_graph), which is checked.
+        if ctx.consumed:
+            raise RuntimeError(
+                "token_cross_entropy_sum supports one backward pass per forward (its saved gradient is "
+                "scaled in place); compute the loss again instead of backward(retain_graph=True)"
+            )
+        ctx.consumed = True
         (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None, None
+        return grad.mul_(grad_output.to(grad.dtype)), None, None, None
 
 
 def token_cross_entropy_sum(

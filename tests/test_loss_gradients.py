@@ -65,3 +65,12 @@ def test_model_mean_loss_and_gradients_match_torch_cross_entropy() -> None:
     F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100).backward()
     for a, p in zip(ours, model.parameters()):
         torch.testing.assert_close(a, p.grad)
+
+
+def test_second_backward_through_the_same_loss_is_refused() -> None:
+    logits, labels = _case()
+    logits.requires_grad_()
+    loss = token_cross_entropy_sum(logits, labels)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()
