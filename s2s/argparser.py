@@ -237,6 +237,8 @@ class ArgumentParser(argparse.ArgumentParser):
         default = _default_of(f)
         required = default is dataclasses.MISSING
         help_text = doc + ("" if required else f" (default: {_show(default)})")
+        # argparse %-formats help strings: a literal "%" in a docstring ("~4% of a step") must be doubled.
+        help_text = help_text.replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if required:
             kwargs["required"] = True

@@ -274,9 +274,10 @@ class TrainingArguments:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping (the norm is still logged)."""
 
-    optim: OptimizerNames | str = "adamw_torch"
-    """Optimizer: adamw_torch, adamw_torch_fused, adamw_hf (same as adamw_torch), adafactor, sgd, adagrad or
-    rmsprop."""
+    optim: OptimizerNames | str = "adamw_torch_fused"
+    """Optimizer: adamw_torch_fused (the default: one fused kernel; on CPU ~2.5x faster than adamw_torch's
+    per-parameter loop, ~4% of a small model's step), adamw_torch, adamw_hf (same as adamw_torch), adafactor,
+    sgd, adagrad or rmsprop."""
 
     optim_args: str | None = None
     """Extra optimizer arguments as "key=value,key=value", e.g. "momentum=0.9,nesterov=True" for sgd."""

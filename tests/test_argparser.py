@@ -267,3 +267,16 @@ def test_construction_errors_surface_from_parsing():
 def test_rejects_non_dataclasses():
     with pytest.raises(TypeError, match="dataclass"):
         ArgumentParser([dict])
+
+
+@dataclass
+class WithPercent:
+    ratio: float = 0.5
+    """Share of the step, e.g. ~4% of it."""
+
+
+def test_help_shows_a_literal_percent_from_a_field_doc(capsys):
+    parser = ArgumentParser(WithPercent)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(args=["--help"])
+    assert "~4% of it" in capsys.readouterr().out

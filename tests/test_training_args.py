@@ -67,7 +67,7 @@ def test_defaults_construct_and_fill_derived_values():
     assert args.logging_dir.startswith(args.output_dir)
     assert args.label_names == ["labels"]
     assert args.report_to == ["jsonl"]
-    assert args.optim is OptimizerNames.ADAMW_TORCH
+    assert args.optim is OptimizerNames.ADAMW_TORCH_FUSED
     assert args.lr_scheduler_type is SchedulerType.LINEAR
 
 
