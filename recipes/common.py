@@ -589,11 +589,18 @@ def _check_tokenizer_fits(model: Any, tokenizer: Any, path: Path | None) -> None
         )
 
 
-def configure_generation(model: Any, data_args: DataArguments, *, new_model: bool) -> None:
-    """Save the evaluation/prediction defaults in the model's generation config (and so in output_dir).
+def configure_generation(
+    model: Any, data_args: DataArguments, *, new_model: bool, training_args: Any = None
+) -> None:
+    """Save the evaluation/prediction defaults in the model's generation config (and so in output_dir):
+    the settings of `--generation_config` (e.g. `no_repeat_ngram_size` for summaries), then the output length
+    and `num_beams`, so that `recipes.generate` decodes as the final evaluation did.
 
     A loaded model keeps the output length it was saved with unless `val_max_target_length` is given."""
     config = model.generation_config
+    if training_args is not None and hasattr(training_args, "explicit_generation_settings"):
+        for name, value in training_args.explicit_generation_settings().items():
+            setattr(config, name, value)
     length = data_args.val_max_target_length or (data_args.max_target_length if new_model else None)
     if length is not None:
         config.max_new_tokens = length

@@ -48,7 +48,9 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
 
     # model and trainer
     model = load_or_build_model(model_args, data_args, tokenizer)
-    configure_generation(model, data_args, new_model=model_args.model_name_or_path is None)
+    configure_generation(
+        model, data_args, new_model=model_args.model_name_or_path is None, training_args=training_args
+    )
     trainer = build_trainer(model, tokenizer, training_args, tokenized, data_args=data_args, task=task)
 
     results: dict[str, float] = {}

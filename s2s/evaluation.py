@@ -112,7 +112,9 @@ def pad_and_concatenate(arrays: list[np.ndarray], pad_value: int | float) -> np.
 class BatchAccumulator:
     """Keeps per-batch tensors (or nested tuples of them) and concatenates them at the end, padded with
     ``pad_value``. ``to_cpu()`` converts what it holds to numpy (``eval_accumulation_steps``), freeing the
-    device memory."""
+    device memory. ``result()`` hands its batches over: each is released once copied into the output, so the
+    peak is the output plus one batch, not twice the predictions (full logits of a large evaluation are
+    gigabytes)."""
 
     def __init__(self, pad_value: int | float) -> None:
         self.pad_value = pad_value
@@ -126,20 +128,52 @@ class BatchAccumulator:
         self.batches = [nested_map(to_numpy, b) for b in self.batches]
 
     def result(self) -> Nested | None:
+        """The concatenation of everything added; the accumulator is empty afterwards."""
         if not self.batches:
             return None
-        batches = [nested_map(to_numpy, b) for b in self.batches]
+        batches, self.batches = self.batches, []
         return _concat_nested(batches, self.pad_value)
 
 
 def _concat_nested(batches: list[Nested], pad_value: int | float) -> Nested:
+    """Concatenate a list of same-structured batches leaf by leaf, emptying ``batches`` as it goes."""
     first = batches[0]
-    if isinstance(first, (tuple, list)):
-        return type(first)(_concat_nested([b[i] for b in batches], pad_value) for i in range(len(first)))
-    if isinstance(first, dict):
-        return {k: _concat_nested([b[k] for b in batches], pad_value) for k in first}
-    arrays = [np.atleast_1d(b) for b in batches]
-    return pad_and_concatenate(arrays, pad_value)
+    if isinstance(first, (tuple, list, dict)):
+        keys = range(len(first)) if isinstance(first, (tuple, list)) else list(first)
+        columns = {k: [b[k] for b in batches] for k in keys}
+        batches.clear()  # the columns now hold the only references, and give each one up when it is copied
+        merged = {k: _concat_nested(columns.pop(k), pad_value) for k in keys}
+        return type(first)(merged[k] for k in keys) if isinstance(first, (tuple, list)) else merged
+    return _concatenate_releasing(batches, pad_value)
+
+
+def _concatenate_releasing(arrays: list[Any], pad_value: int | float) -> np.ndarray:
+    """`pad_and_concatenate` for a list of tensors or arrays that it empties: each item is converted to numpy
+    (bf16 becomes float32), copied into the preallocated output and dropped before the next one."""
+    for i, a in enumerate(arrays):
+        if not hasattr(a, "shape"):  # a Python or numpy scalar
+            arrays[i] = np.asarray(a)
+    shapes = [tuple(a.shape) or (1,) for a in arrays]
+    if len({len(shape) for shape in shapes}) != 1:
+        raise ValueError(f"cannot concatenate batches of different ranks: {shapes}")
+    dtype = np.result_type(*(to_numpy(a[:0] if a.ndim else a.reshape(1)[:0]).dtype for a in arrays))
+    trailing = tuple(max(shape[d] for shape in shapes) for d in range(1, len(shapes[0])))
+    ragged = any(shape[1:] != trailing for shape in shapes)
+    total = sum(shape[0] for shape in shapes)
+    # np.empty leaves the pages untouched: memory is committed block by block as the batches are released
+    out = np.empty((total, *trailing), dtype)
+    row = 0
+    for i, shape in enumerate(shapes):
+        batch = np.atleast_1d(to_numpy(arrays[i]))
+        arrays[i] = None  # release the tensor (and its float32 copy, if bf16) before converting the next
+        block = out[row : row + shape[0]]
+        if ragged:
+            block.fill(pad_value)
+        block[(slice(None), *(slice(0, n) for n in shape[1:]))] = batch
+        del batch
+        row += shape[0]
+    arrays.clear()
+    return out
 
 
 def gather_in_dataset_order(

@@ -124,7 +124,7 @@ class Seq2SeqTrainer(Trainer):
         ``generation_config`` gets a plain dict of the settings (passed to ``generate`` as kwargs)."""
         args = self.args
         layers: list[tuple[str, dict[str, Any]]] = [
-            ("args.generation_config", _explicit_settings(args)),
+            ("args.generation_config", args.explicit_generation_settings()),
             (
                 "generation_max_length/generation_num_beams",
                 {
@@ -410,25 +410,6 @@ def _columns(dataset: Any) -> set[str]:
         return set(dataset.column_names)
     first = dataset[0] if len(dataset) else {}
     return set(first) if isinstance(first, Mapping) else set()
-
-
-def _explicit_settings(args) -> dict[str, Any]:
-    """The fields ``args.generation_config`` sets: all keys of a dict or saved file, or the fields of a
-    config object that differ from the defaults (only those override the model's config)."""
-    value = args.generation_config
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    config = args.resolve_generation_config()
-    if isinstance(value, str):
-        from s2s.generation.configuration import CONFIG_NAME
-
-        path = Path(value)
-        data = json.loads((path / CONFIG_NAME if path.is_dir() else path).read_text())
-        return {k: getattr(config, k) for k in data if hasattr(config, k)}
-    default = type(config)().to_dict()
-    return {k: v for k, v in config.to_dict().items() if k in default and default[k] != v}
 
 
 def _validate(config: Any) -> None:

@@ -85,6 +85,24 @@ class Seq2SeqTrainingArguments(TrainingArguments):
             f"{type(value).__name__}"
         )
 
+    def explicit_generation_settings(self) -> dict[str, Any]:
+        """The settings `generation_config` sets explicitly: all keys of a dict or saved file, or the fields of
+        a config object that differ from the defaults. Only these override a model's own generation config."""
+        value = self.generation_config
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return dict(value)
+        config = self.resolve_generation_config()
+        if isinstance(value, str):
+            from s2s.generation.configuration import CONFIG_NAME
+
+            path = Path(value)
+            data = json.loads((path / CONFIG_NAME if path.is_dir() else path).read_text())
+            return {k: getattr(config, k) for k in data if hasattr(config, k)}
+        default = type(config)().to_dict()
+        return {k: v for k, v in config.to_dict().items() if k in default and default[k] != v}
+
     def resolve_generation_config(self) -> GenerationConfig | None:
         """`generation_config` as a validated `s2s.generation.GenerationConfig` (None when unset): loads a
         path, builds one from a dict (unknown keys are an error), or validates the object given. The

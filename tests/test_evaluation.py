@@ -138,3 +138,43 @@ def test_accumulator_moves_to_numpy_and_keeps_tuples():
     first, second = acc.result()
     assert first.shape == (3, 4) and second.shape == (3,)
     assert isinstance(first, np.ndarray)
+
+
+def test_accumulator_result_equals_padded_concatenation_for_every_dtype():
+    batches = [
+        torch.randn(2, 3, dtype=torch.bfloat16),
+        torch.randn(3, 5),
+        torch.randn(1, 1, dtype=torch.float64),
+    ]
+    expected = pad_and_concatenate([b.double().numpy() for b in batches], pad_value=-7)
+    acc = BatchAccumulator(pad_value=-7)
+    for b in batches:
+        acc.add(b)
+    out = acc.result()
+    assert out.dtype == np.float64 and np.array_equal(out, expected)
+    assert acc.result() is None  # handed over: the accumulator is empty
+
+
+def test_accumulator_result_peaks_at_the_output_plus_one_batch():
+    """Full logits of a large evaluation are gigabytes: concatenating must not hold every batch twice.
+    A fresh process, so that its peak RSS (ru_maxrss) measures only this: 16 batches of 16 MiB."""
+    import subprocess
+    import sys
+
+    script = """
+import resource, numpy as np, torch
+from s2s.evaluation import BatchAccumulator
+acc = BatchAccumulator(pad_value=0)
+for i in range(16):
+    acc.add(torch.full((64, 32768 - i), float(i), dtype=torch.float64))  # 16 MiB each, ragged
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = acc.result()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert out.shape == (1024, 32768) and out[-1, 0] == 15 and out[-1, -1] == 0
+print((after - before) // 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    growth_mib = int(done.stdout.split()[-1])
+    assert growth_mib < 64, (
+        f"peak grew by {growth_mib} MiB for 256 MiB of batches (a full copy would add 256)"
+    )

@@ -6,6 +6,7 @@ import pytest
 
 from recipes import common
 from recipes.common import DataArguments, ModelArguments
+from s2s import Seq2SeqTrainingArguments
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
@@ -193,7 +194,7 @@ def test_tokenize_splits_counts_truncation_and_can_refuse_it(tokenizer, tmp_path
         common.tokenize_splits({"train": raw}, tokenizer, data_args)
 
 
-def test_new_model_matches_the_tokenizer_and_generation_defaults_are_saved(tokenizer):
+def test_new_model_matches_the_tokenizer_and_generation_defaults_are_saved(tokenizer, tmp_path):
     model_args = ModelArguments(
         model_preset="tiny",
         model_overrides={
@@ -214,6 +215,12 @@ def test_new_model_matches_the_tokenizer_and_generation_defaults_are_saved(token
     assert model.generation_config.max_new_tokens == 20
     common.configure_generation(model, DataArguments(val_max_target_length=7), new_model=False)
     assert model.generation_config.max_new_tokens == 7
+    # --generation_config settings are saved with the model; num_beams from the data arguments still wins
+    training_args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path / "out"), generation_config={"no_repeat_ngram_size": 3, "num_beams": 2}
+    )
+    common.configure_generation(model, data_args, new_model=True, training_args=training_args)
+    assert model.generation_config.no_repeat_ngram_size == 3 and model.generation_config.num_beams == 3
 
 
 def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tokenizer, tmp_path):
