@@ -153,6 +153,11 @@ class DataArguments:
     step (`max_steps` stays a cap). Pair it with a schedule that does not need to know the end
     (inverse_sqrt, constant_with_warmup): a linear or cosine decay would be cut off part-way."""
 
+    average_last_checkpoints: int | None = None
+    """After training, replace the weights by the mean of the last this many checkpoints (`save_steps` apart;
+    `save_total_limit` must keep them). Averaging the end of a run usually scores higher than its last
+    checkpoint alone. Cannot be combined with `load_best_model_at_end`, which also chooses the final weights."""
+
 
 def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
     """Fill the task's defaults (columns, metrics) and refuse settings that cannot work, before any work."""
@@ -178,6 +183,10 @@ def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
         raise ValueError("max_source_length and max_target_length must leave room for a token and eos (>= 2)")
     if data_args.max_train_minutes is not None and not data_args.max_train_minutes > 0:
         raise ValueError(f"max_train_minutes must be > 0, got {data_args.max_train_minutes}")
+    if data_args.average_last_checkpoints is not None and data_args.average_last_checkpoints < 2:
+        raise ValueError(
+            f"average_last_checkpoints must be >= 2 (or unset), got {data_args.average_last_checkpoints}"
+        )
     return data_args
 
 
@@ -198,6 +207,20 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
             raise ValueError(f"{why} needs --{file_arg}")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    averaged = data_args.average_last_checkpoints
+    if averaged is not None and training_args.do_train:
+        if training_args.load_best_model_at_end:
+            raise ValueError(
+                "average_last_checkpoints and load_best_model_at_end both choose the final weights: drop one"
+            )
+        if str(training_args.save_strategy).lower().endswith("no"):
+            raise ValueError("average_last_checkpoints needs checkpoints: set --save_strategy steps or epoch")
+        limit = training_args.save_total_limit
+        if limit is not None and limit < averaged:
+            raise ValueError(
+                f"average_last_checkpoints={averaged} but save_total_limit={limit} keeps only {limit} "
+                f"checkpoints: raise save_total_limit to at least {averaged}"
+            )
     if not training_args.do_train and not model_args.model_name_or_path:
         raise ValueError(
             "evaluating or predicting without --do_train needs a trained model: --model_name_or_path <output_dir>"
@@ -693,12 +716,49 @@ def build_trainer(
     )
 
 
-def train(trainer: Any, training_args: Any, *, train_size: int) -> dict[str, float]:
+def train(
+    trainer: Any, training_args: Any, *, train_size: int, average_last_checkpoints: int | None = None
+) -> dict[str, float]:
     result = trainer.train(resume_from_checkpoint=_resume_value(training_args.resume_from_checkpoint))
-    trainer.save_model(training_args.output_dir)  # model, config, generation config, tokenizer
     metrics = dict(getattr(result, "metrics", None) or {})
+    if average_last_checkpoints:
+        metrics["averaged_checkpoints"] = len(load_averaged_checkpoints(trainer, average_last_checkpoints))
+    trainer.save_model(training_args.output_dir)  # model, config, generation config, tokenizer
     metrics["train_samples"] = train_size
     return metrics
+
+
+def load_averaged_checkpoints(trainer: Any, count: int) -> list[Path]:
+    """Load the mean of the weights of the last `count` complete checkpoints in output_dir into the trainer's
+    model; return the checkpoints used. Incomplete ones (a crash mid-save) are skipped, with a warning."""
+    from safetensors.torch import save_file
+
+    from s2s import checkpointing
+
+    output_dir = Path(trainer.args.output_dir)
+    complete = []
+    for path in list_checkpoints(output_dir):
+        try:
+            checkpointing.verify_checkpoint(path)
+            complete.append(path)
+        except checkpointing.CheckpointError as err:
+            logger.warning("checkpoint averaging skips %s: %s", path, err)
+    chosen = complete[-count:]
+    if not chosen:
+        raise checkpointing.CheckpointError(
+            f"average_last_checkpoints: no complete checkpoint in {output_dir}"
+        )
+    if len(chosen) < count:
+        logger.warning(
+            "average_last_checkpoints=%d: only %d complete checkpoints to average", count, len(chosen)
+        )
+    averaged = checkpointing.average_model_weights(chosen)
+    # through a folder, so the trainer loads it as any checkpoint: key and shape checks, FSDP shards
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".averaged-") as folder:
+        save_file(averaged, str(Path(folder) / checkpointing.WEIGHTS_NAME), metadata={"format": "pt"})
+        trainer.load_weights(folder)
+    logger.info("final weights: the mean of %s", ", ".join(path.name for path in chosen))
+    return chosen
 
 
 def _resume_value(value: Any) -> Any:

@@ -56,7 +56,12 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     writes = training_args.process_index == 0
     if training_args.do_train:
-        metrics = train(trainer, training_args, train_size=len(tokenized["train"]))
+        metrics = train(
+            trainer,
+            training_args,
+            train_size=len(tokenized["train"]),
+            average_last_checkpoints=data_args.average_last_checkpoints,
+        )
         results.update(metrics)
         if writes:
             write_results(training_args.output_dir, "train", metrics)

@@ -20,7 +20,7 @@ import pickle
 import random
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -612,6 +612,43 @@ def _config_differences(model: torch.nn.Module, directory: Path) -> str:
 def read_model_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of the safetensors weights in ``directory`` (single file or sharded with an index), on CPU."""
     return _read_safetensors(_weight_files(Path(directory)))[0]
+
+
+def average_model_weights(checkpoint_dirs: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the weights saved in ``checkpoint_dirs`` (checkpoint averaging: the last few
+    checkpoints of a run usually score higher together than the last one alone).
+
+    Floating-point tensors are summed in float64 and cast back to their dtype; other tensors (integer buffers)
+    must be equal in every checkpoint. Raises CheckpointError naming the folder and tensor that do not match."""
+    dirs = [Path(d) for d in checkpoint_dirs]
+    if not dirs:
+        raise ValueError("average_model_weights needs at least one checkpoint folder")
+    first = read_model_weights(dirs[0])
+    sums = {k: t.double() if t.is_floating_point() else t for k, t in first.items()}
+    for directory in dirs[1:]:
+        tensors = read_model_weights(directory)
+        if tensors.keys() != first.keys():
+            extra, missing = sorted(tensors.keys() - first.keys()), sorted(first.keys() - tensors.keys())
+            raise CheckpointError(
+                f"cannot average {directory} with {dirs[0]}: different tensors (only in {directory.name}: "
+                f"{extra[:5]}; missing there: {missing[:5]}); average checkpoints of one run"
+            )
+        for key, tensor in tensors.items():
+            if tensor.shape != first[key].shape or tensor.dtype != first[key].dtype:
+                raise CheckpointError(
+                    f"cannot average {directory} with {dirs[0]}: {key} is {tuple(tensor.shape)} {tensor.dtype} "
+                    f"there and {tuple(first[key].shape)} {first[key].dtype} here; average checkpoints of one run"
+                )
+            if tensor.is_floating_point():
+                sums[key] += tensor.double()
+            elif not torch.equal(tensor, first[key]):
+                raise CheckpointError(
+                    f"cannot average {directory} with {dirs[0]}: non-float tensor {key} differs between them"
+                )
+    return {
+        k: (total / len(dirs)).to(first[k].dtype) if first[k].is_floating_point() else total
+        for k, total in sums.items()
+    }
 
 
 def read_optimizer_state(directory: str | Path) -> dict:

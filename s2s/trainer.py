@@ -591,7 +591,7 @@ class Trainer:
                 args.metric_for_best_model,
             )
             distributed.barrier()
-            self._load_weights(self.state.best_model_checkpoint)
+            self.load_weights(self.state.best_model_checkpoint)
         metrics = self._train_metrics(start_time, self._seen["samples"], self._seen["tokens"])
         self.log(metrics)
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
@@ -876,8 +876,9 @@ class Trainer:
             return None, None
         return fsdp.full_state_dicts(model, self.optimizer, rank0_only=not self.args.save_on_each_node)
 
-    def _load_weights(self, path: str | Path) -> None:
-        """Load the safetensors weights of ``path`` into the model (into its shards under FSDP)."""
+    def load_weights(self, path: str | Path) -> None:
+        """Load the safetensors weights in folder ``path`` (a checkpoint, or what `save_model` wrote) into the
+        model, into its shards under FSDP. Errors name the tensors that do not fit."""
         sharded = self._fsdp_model()
         if sharded is None:
             checkpointing.load_model_weights(distributed.unwrap_model(self.model), path)

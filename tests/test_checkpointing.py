@@ -529,3 +529,34 @@ def test_safe_join_keeps_paths_inside_output_dir(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path.parent)
     with pytest.raises(ValueError, match="outside"):
         safe_join(tmp_path, "link/escape")
+
+
+def test_average_model_weights_is_the_elementwise_mean_and_refuses_other_runs(tmp_path):
+    weights = [
+        {"w": torch.tensor([1.0, 2.0], dtype=torch.bfloat16), "steps": torch.tensor([7])},
+        {"w": torch.tensor([3.0, 5.0], dtype=torch.bfloat16), "steps": torch.tensor([7])},
+        {"w": torch.tensor([5.0, 8.0], dtype=torch.bfloat16), "steps": torch.tensor([7])},
+    ]
+    dirs = []
+    for i, state in enumerate(weights):
+        (tmp_path / f"c{i}").mkdir()
+        save_file(state, str(tmp_path / f"c{i}" / "model.safetensors"))
+        dirs.append(tmp_path / f"c{i}")
+    mean = ckpt.average_model_weights(dirs)
+    assert mean["w"].dtype == torch.bfloat16 and mean["w"].tolist() == [3.0, 5.0]
+    assert mean["steps"].tolist() == [7]
+
+    (tmp_path / "other").mkdir()
+    save_file(
+        {"w": torch.zeros(3, dtype=torch.bfloat16), "steps": torch.tensor([7])},
+        str(tmp_path / "other" / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match=r"other.*w is \(3,\)"):
+        ckpt.average_model_weights([dirs[0], tmp_path / "other"])
+    (tmp_path / "step8").mkdir()
+    save_file(
+        {"w": torch.zeros(2, dtype=torch.bfloat16), "steps": torch.tensor([8])},
+        str(tmp_path / "step8" / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="non-float tensor steps differs"):
+        ckpt.average_model_weights([dirs[0], tmp_path / "step8"])

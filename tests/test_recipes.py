@@ -67,6 +67,9 @@ def test_unknown_argument_is_refused():
         parse(REPO / "recipes/configs/debug_translation.yaml", "--max_source_lenght", "5")
 
 
+TRAIN_DE_EN = ["--do_train", "--train_file", "x", "--source_lang", "de", "--target_lang", "en"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -106,6 +109,27 @@ def test_unknown_argument_is_refused():
             ],
             ">= 2",
         ),
+        (
+            [
+                *TRAIN_DE_EN,
+                "--average_last_checkpoints",
+                "3",
+                "--load_best_model_at_end",
+                "--eval_strategy",
+                "steps",
+                "--validation_file",
+                "x",
+                "--metric_for_best_model",
+                "loss",
+            ],
+            "both choose the final weights",
+        ),
+        (
+            [*TRAIN_DE_EN, "--average_last_checkpoints", "3", "--save_total_limit", "2"],
+            "raise save_total_limit to at least 3",
+        ),
+        ([*TRAIN_DE_EN, "--average_last_checkpoints", "3", "--save_strategy", "no"], "needs checkpoints"),
+        ([*TRAIN_DE_EN, "--average_last_checkpoints", "1"], "must be >= 2"),
     ],
 )
 def test_contradictions_fail_before_any_work(tmp_path, argv, message):

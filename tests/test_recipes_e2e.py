@@ -98,3 +98,24 @@ def test_predict_only_from_a_trained_output_dir(translation_run, tmp_path, capsy
     # the trained model's output length travels with it (no --val_max_target_length given here)
     saved = json.loads((tmp_path / "again" / "generation_config.json").read_text())
     assert saved["max_new_tokens"] == 64 and saved["num_beams"] == 1
+
+
+def test_average_last_checkpoints_saves_the_mean_of_the_last_ones(tmp_path):
+    import torch
+
+    from s2s.checkpointing import read_model_weights
+
+    out = tmp_path / "out"
+    extra = ["--save_steps", "2", "--save_total_limit", "3", "--average_last_checkpoints", "2"]
+    extra += ["--eval_strategy", "no", "--do_eval", "false", "--do_predict", "false"]
+    results = run(translation, "debug_translation.yaml", out, tmp_path / "cache", *extra)
+    assert results["averaged_checkpoints"] == 2
+    last, previous = read_model_weights(out / "checkpoint-6"), read_model_weights(out / "checkpoint-4")
+    final = read_model_weights(out)
+    assert final.keys() == last.keys()
+    for key, tensor in final.items():
+        torch.testing.assert_close(
+            tensor, (last[key].double() + previous[key].double()).div(2).to(tensor.dtype)
+        )
+    assert any(not torch.equal(final[k], last[k]) for k in final)  # it is not simply the last checkpoint
+    assert not list(out.glob(".averaged-*"))  # the scratch folder is gone
