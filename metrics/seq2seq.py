@@ -124,7 +124,22 @@ class Seq2SeqMetrics:
         refs = self.decode(labels, what="label_ids")
         if len(hyps) != len(refs):
             raise ValueError(f"{len(hyps)} predictions but {len(refs)} label rows")
-        stats: dict[str, Any] = {"gen_tokens": int(np.count_nonzero(pred_ids != pad_id)), "count": len(hyps)}
+        return self.text_stats(hyps, refs, gen_tokens=int(np.count_nonzero(pred_ids != pad_id)))
+
+    def score_texts(self, hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        """The corpus scores of decoded hypotheses against reference texts, e.g. the raw references of a test
+        set, which the tokenized labels may have truncated (`max_target_length`) or normalized. No `gen_len`."""
+        if len(hypotheses) != len(references):
+            raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+        scores = self.finalize(
+            self.text_stats([h.strip() for h in hypotheses], [r.strip() for r in references])
+        )
+        scores.pop("gen_len")
+        return scores
+
+    def text_stats(self, hyps: list[str], refs: list[str], *, gen_tokens: int = 0) -> dict[str, Any]:
+        """Mergeable statistics of decoded texts (``gen_tokens``: generated tokens, for ``gen_len``)."""
+        stats: dict[str, Any] = {"gen_tokens": gen_tokens, "count": len(hyps)}
         if not hyps:
             return stats
         for name in self.metrics:

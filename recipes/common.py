@@ -783,9 +783,17 @@ def evaluate(trainer: Any, data_args: DataArguments, *, eval_size: int) -> dict[
 
 
 def predict(
-    trainer: Any, dataset: datasets.Dataset, tokenizer: Any, data_args: DataArguments
+    trainer: Any,
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    data_args: DataArguments,
+    *,
+    references: Sequence[str] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Test metrics and the decoded hypotheses, in dataset order."""
+    """Test metrics and the decoded hypotheses, in dataset order. With `references` (the raw test targets),
+    the scores are computed against them rather than against the decoded labels, which lose what
+    `val_max_target_length` truncated and what the tokenizer normalizes: a published score is against the
+    references as written."""
     output = trainer.predict(dataset, metric_key_prefix="predict", **_final_gen_kwargs(trainer, data_args))
     metrics = dict(output.metrics or {})
     metrics["predict_samples"] = len(dataset)
@@ -798,6 +806,18 @@ def predict(
         raise RuntimeError(
             f"the trainer returned {len(hypotheses)} predictions for {len(dataset)} test examples"
         )
+    score_texts = getattr(trainer.compute_metrics, "score_texts", None)
+    if references is not None and score_texts is not None:
+        for name, value in score_texts(hypotheses, list(references)).items():
+            key = f"predict_{name}"
+            if key in metrics and abs(metrics[key] - value) > 1e-9:
+                logger.info(
+                    "test %s against the raw references: %.4f (against the tokenized labels: %.4f)",
+                    name,
+                    value,
+                    metrics[key],
+                )
+            metrics[key] = value
     return metrics, hypotheses
 
 

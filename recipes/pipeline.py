@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from recipes.common import (
+    TARGET,
     build_trainer,
     check_arguments,
     configure_generation,
@@ -73,7 +74,9 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     if writes:
         save_run_files(trainer, tokenizer, model, model_args, data_args)
     if training_args.do_predict:
-        metrics, hypotheses = predict(trainer, tokenized["test"], tokenizer, data_args)
+        metrics, hypotheses = predict(
+            trainer, tokenized["test"], tokenizer, data_args, references=raw["test"][TARGET]
+        )
         results.update(metrics)
         if writes:
             write_results(training_args.output_dir, "predict", metrics)

@@ -299,6 +299,32 @@ def test_predictions_files_line_up_with_the_test_set(tmp_path):
     assert jsonl[1]["scores"]["bleu"] < 100.0
 
 
+def test_test_scores_are_against_the_raw_references(tokenizer):
+    """The labels a trainer scores against are tokenized, so truncated to val_max_target_length: the recipe
+    rescoring against the references as written must replace that score."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import metrics as m
+    from metrics import Seq2SeqMetrics
+
+    hypothesis = "a small dog runs"
+    ids = np.array([tokenizer(hypothesis)["input_ids"]])
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(predict_with_generate=True),
+        compute_metrics=Seq2SeqMetrics(tokenizer, metrics=("bleu",)),
+        predict=lambda dataset, **kwargs: SimpleNamespace(predictions=ids, metrics={"predict_bleu": 100.0}),
+    )
+    reference = "a small dog runs two big cats"  # what a truncated label would have cut
+    scores, hypotheses = common.predict(trainer, ["row"], tokenizer, DataArguments(), references=[reference])
+    assert hypotheses == [hypothesis]
+    assert (
+        scores["predict_bleu"] == pytest.approx(m.bleu([hypothesis], [reference])["bleu"])
+        and scores["predict_bleu"] < 100
+    )
+
+
 def test_sentence_rouge_for_summaries():
     rows = common.sentence_scores(["tom is happy. he sings."], ["tom is happy. he sings."], ["rouge"])
     assert rows[0]["rouge1"] == pytest.approx(100.0) and set(rows[0]) == {

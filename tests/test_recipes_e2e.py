@@ -50,6 +50,14 @@ def check_outputs(out: Path, results: dict, metric: str, *, steps: int, n_test: 
     assert metric in rows[0]["scores"]
     for key in (f"eval_{metric}", f"predict_{metric}", "train_loss"):
         assert math.isfinite(results[key]), key
+    # the test score is against the references as written, not the tokenized (truncated, normalized) labels
+    import metrics as m
+
+    hyps, refs = [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
+    expected = (
+        m.bleu(hyps, refs)["bleu"] if metric == "bleu" else m.rouge(hyps, refs, split_sentences=True)[metric]
+    )
+    assert results[f"predict_{metric}"] == pytest.approx(expected, abs=1e-9)
     all_results = json.loads((out / "all_results.json").read_text())
     assert all_results[f"predict_{metric}"] == pytest.approx(results[f"predict_{metric}"])
     state = json.loads((out / "trainer_state.json").read_text())
