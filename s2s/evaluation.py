@@ -96,17 +96,7 @@ def to_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def pad_and_concatenate(arrays: list[np.ndarray], pad_value: int | float) -> np.ndarray:
     """Concatenate on the first axis, padding every other axis to its maximum with ``pad_value``."""
-    if len({a.shape[1:] for a in arrays}) == 1:
-        return np.concatenate(arrays, axis=0)
-    if len({a.ndim for a in arrays}) != 1:
-        raise ValueError(f"cannot concatenate batches of different ranks: {[a.shape for a in arrays]}")
-    trailing = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
-    out = np.full((sum(len(a) for a in arrays), *trailing), pad_value, dtype=np.result_type(*arrays))
-    row = 0
-    for a in arrays:
-        out[(slice(row, row + len(a)), *(slice(0, s) for s in a.shape[1:]))] = a
-        row += len(a)
-    return out
+    return _concatenate_releasing(list(arrays), pad_value)  # a copy of the list: the caller's stays as it is
 
 
 class BatchAccumulator:
