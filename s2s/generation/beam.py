@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from s2s.generation import selection
+
 NEG_INF = float("-inf")
 
 
@@ -24,7 +26,7 @@ def beam_step(
     batch, beams = beam_scores.shape
     vocab = log_probs.size(-1)
     total = log_probs.view(batch, beams, vocab).add_(beam_scores[:, :, None]).view(batch, beams * vocab)
-    scores, flat = total.topk(min(num_candidates, beams * vocab), dim=-1)
+    scores, flat = selection.topk(total, min(num_candidates, beams * vocab))
     return scores, flat % vocab, flat // vocab
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from s2s.generation import selection
 from s2s.generation.beam import (
     NEG_INF,
     beam_step,
@@ -181,7 +182,7 @@ def sample_or_greedy(
             probs = scores.softmax(dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         else:
-            nxt = scores.argmax(dim=-1)
+            nxt = selection.argmax(scores)
         if want_scores:
             chosen = scores.log_softmax(dim=-1).gather(1, nxt[:, None]).squeeze(1)
             score_sum += chosen.masked_fill(done, 0.0)

@@ -9,9 +9,9 @@ Choices, each measured on CPU (see bench/generation.py):
   masked to their own ancestors: the same keys are read as with a physically reordered cache (each source's
   keys once per step), but the per-step copy of the whole cache (t x N x d per layer and tensor, the
   dominant memory traffic of beam search on CPU) disappears.
-- Keys/values are kept in fp32 and decode-time attention runs in fp32 even under bf16 autocast: with a few query
-  positions per source the CPU attention kernels are several times slower in bf16 than in fp32, while the
-  projections (the FLOPs) still run in bf16.
+- Keys/values are kept in the dtype the projections give them: fp32, or bf16 under bf16 autocast. Decode-time
+  attention mostly streams the cache from memory (a few query positions per row), so half the bytes is
+  faster, although the CPU's small bf16 matmuls are slower than fp32 ones when their inputs sit in cache.
 - Cross-attention keys/values are computed once per source and kept at batch size B: the R rows of a source
   share them (see `CrossAttention.step`); they are never expanded or reordered per beam.
 """
@@ -34,11 +34,12 @@ class TransformerCache:
         head_dim: int,
     ) -> None:
         self.cross_kv = cross_kv
-        """Per decoder layer: keys and values (B, H, S, Dh) of the encoder output, fp32."""
+        """Per decoder layer: keys and values (B, H, S, Dh) of the encoder output; their dtype is the cache's."""
         self.source_mask = source_mask
         """bool (B, 1, 1, S), True on real source tokens; None when no source has padding."""
         batch = cross_kv[0][0].size(0) if cross_kv else 0
         device = cross_kv[0][0].device if cross_kv else torch.device("cpu")
+        dtype = cross_kv[0][0].dtype if cross_kv else torch.float32
         self.batch, self.rows_per_source = batch, rows_per_source
         self.rows = batch * rows_per_source
         self.max_steps = max_steps
@@ -48,7 +49,7 @@ class TransformerCache:
         # form one contiguous (t * R, Dh) block per head, so they are attended as a single key sequence
         shape = (len(cross_kv), 2, batch, num_heads, max_steps, rows_per_source, head_dim)
         # uninitialised: a position is read only after every row of its source wrote it
-        self._kv = torch.empty(shape, dtype=torch.float32, device=device)
+        self._kv = torch.empty(shape, dtype=dtype, device=device)
         self._ancestors = torch.zeros(max_steps, self.rows, dtype=torch.long, device=device)
         """ancestors[s, n]: which of its source's R rows holds row n's history at position s."""
         self._local = torch.arange(self.rows, device=device) % rows_per_source

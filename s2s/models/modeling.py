@@ -201,10 +201,8 @@ class TransformerForConditionalGeneration(nn.Module):
         memory = encoder_state.memory
         cross_kv = []
         for layer in self.decoder.layers:
-            k, v = layer.cross_attn.memory_kv(memory)
-            cross_kv.append(
-                (k.float().contiguous(), v.float().contiguous())
-            )  # attended in fp32, see cache.py
+            k, v = layer.cross_attn.memory_kv(memory)  # bf16 under bf16 autocast, see cache.py
+            cross_kv.append((k.contiguous(), v.contiguous()))
         return TransformerCache(
             cross_kv=cross_kv,
             source_mask=encoder_state.source_mask,
