@@ -19,7 +19,9 @@ Choices, each measured on CPU (see bench/generation.py):
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from s2s.models.packed import PackedDecoderWeights
 
 
 class TransformerCache:
@@ -32,6 +34,7 @@ class TransformerCache:
         max_steps: int,
         num_heads: int,
         head_dim: int,
+        packed: PackedDecoderWeights | None = None,
     ) -> None:
         self.cross_kv = cross_kv
         """Per decoder layer: keys and values (B, H, S, Dh) of the encoder output; their dtype is the cache's."""
@@ -54,6 +57,12 @@ class TransformerCache:
         """ancestors[s, n]: which of its source's R rows holds row n's history at position s."""
         self._local = torch.arange(self.rows, device=device) % rows_per_source
         self._mask: Tensor | None = None
+        self.packed = packed
+        """The decoder's weights packed for bf16 decoding on CPU (see packed.py), or None."""
+
+    def linear(self, module: nn.Linear, x: Tensor) -> Tensor:
+        """`module(x)` for the decode step: through its packed weight when the cache holds one."""
+        return module(x) if self.packed is None else self.packed.linear(module, x)
 
     def append_self(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Write the newest key/value (N, H, 1, Dh) at position `length`.

@@ -139,16 +139,20 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
         self.dropout = Dropout(config.activation_dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.fc1(x)
+    def _activate(self, h: Tensor) -> Tensor:
         if self.activation == "swiglu":
             gate, value = h.chunk(2, dim=-1)
-            h = F.silu(gate) * value
-        elif self.activation == "gelu":
-            h = F.gelu(h)
-        else:
-            h = F.relu(h)
-        return self.fc2(self.dropout(h))
+            return F.silu(gate) * value
+        if self.activation == "gelu":
+            return F.gelu(h)
+        return F.relu(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self._activate(self.fc1(x))))
+
+    def step(self, x: Tensor, cache: TransformerCache) -> Tensor:
+        """`forward` at decode time (no dropout), through the cache's packed weights when it has them."""
+        return cache.linear(self.fc2, self._activate(cache.linear(self.fc1, x)))
 
 
 class SelfAttention(nn.Module):
@@ -161,9 +165,9 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
         self.dropout_p = config.attention_dropout
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def _split(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = qkv.shape
+        q, k, v = qkv.view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v  # each (B, H, T, Dh)
 
     def _merge(self, o: Tensor) -> Tensor:
@@ -172,7 +176,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, *, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         """x: (B, T, d); mask: bool (B, 1, T|1, T), True where attention is allowed."""
-        q, k, v = self._split(x)
+        q, k, v = self._split(self.qkv(x))
         p = self.dropout_p if self.training else 0.0
         o = attention(q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
         return self._merge(o)
@@ -181,12 +185,12 @@ class SelfAttention(nn.Module):
         """x: (N, 1, d), the newest position. The R rows of a source are R query positions over the keys of
         all their past positions, masked to each row's own ancestors (see cache.py)."""
         n, _, d = x.shape
-        q, k, v = self._split(x)  # (N, H, 1, Dh)
+        q, k, v = self._split(cache.linear(self.qkv, x))  # (N, H, 1, Dh)
         keys, values, mask = cache.append_self(layer, k, v)
         b = keys.size(0)
         q = q[:, :, 0].reshape(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, R, Dh)
         o = decode_attention(q, keys, values, mask=mask)
-        return self.out(o.transpose(1, 2).reshape(n, 1, d))
+        return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, d))
 
 
 class CrossAttention(nn.Module):
@@ -221,9 +225,11 @@ class CrossAttention(nn.Module):
         n, _, d = x.shape
         k, v = cache.cross_kv[layer]
         b = k.size(0)
-        q = self.q(x).view(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, R, Dh)
+        q = (
+            cache.linear(self.q, x).view(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)
+        )  # (B,H,R,Dh)
         o = decode_attention(q, k, v, mask=cache.source_mask)
-        return self.out(o.transpose(1, 2).reshape(n, 1, d))
+        return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, d))
 
 
 class EncoderLayer(nn.Module):
@@ -272,12 +278,23 @@ class DecoderLayer(nn.Module):
         x = self.norm2(x + self.dropout(self.cross_attn(x, memory, mask=source_mask)))
         return self.norm3(x + self.dropout(self.ffn(x)))
 
+    def step_linears(self) -> list[nn.Linear]:
+        """The linear layers `step` calls (the cross-attention keys/values are projected before decoding)."""
+        return [
+            self.self_attn.qkv,
+            self.self_attn.out,
+            self.cross_attn.q,
+            self.cross_attn.out,
+            self.ffn.fc1,
+            self.ffn.fc2,
+        ]
+
     def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
         """One new position (N, 1, d). Inference only: no residual dropout."""
         if self.pre_norm:
             x = x + self.self_attn.step(self.norm1(x), cache, layer)
             x = x + self.cross_attn.step(self.norm2(x), cache, layer)
-            return x + self.ffn(self.norm3(x))
+            return x + self.ffn.step(self.norm3(x), cache)
         x = self.norm1(x + self.self_attn.step(x, cache, layer))
         x = self.norm2(x + self.cross_attn.step(x, cache, layer))
-        return self.norm3(x + self.ffn(x))
+        return self.norm3(x + self.ffn.step(x, cache))

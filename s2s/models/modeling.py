@@ -23,6 +23,7 @@ from s2s.models.cache import TransformerCache
 from s2s.models.configuration import TransformerConfig
 from s2s.models.layers import DecoderLayer, Dropout, EncoderLayer, PositionEmbedding
 from s2s.models.outputs import Seq2SeqLMOutput
+from s2s.models.packed import PackedDecoderWeights, packing_available
 from s2s.models.serialization import load_weights, save_weights
 
 
@@ -203,6 +204,13 @@ class TransformerForConditionalGeneration(nn.Module):
         for layer in self.decoder.layers:
             k, v = layer.cross_attn.memory_kv(memory)  # bf16 under bf16 autocast, see cache.py
             cross_kv.append((k.contiguous(), v.contiguous()))
+        packed = None
+        if cross_kv and cross_kv[0][0].dtype == torch.bfloat16 and packing_available(memory.device):
+            packed = PackedDecoderWeights(
+                (linear for layer in self.decoder.layers for linear in layer.step_linears()),
+                self.output_weight(),
+                rows=memory.size(0) * rows_per_source,
+            )
         return TransformerCache(
             cross_kv=cross_kv,
             source_mask=encoder_state.source_mask,
@@ -210,6 +218,7 @@ class TransformerForConditionalGeneration(nn.Module):
             max_steps=max_steps,
             num_heads=self.config.num_heads,
             head_dim=self.config.head_dim,
+            packed=packed,
         )
 
     def decode_step(self, tokens: Tensor, cache: TransformerCache) -> Tensor:
@@ -220,7 +229,7 @@ class TransformerForConditionalGeneration(nn.Module):
         if self.decoder.final_norm is not None:
             x = self.decoder.final_norm(x)
         cache.advance()
-        return self.project(x[:, 0])
+        return self.project(x[:, 0]) if cache.packed is None else cache.packed.project(x[:, 0])
 
     def generate(
         self,

@@ -1,0 +1,64 @@
+"""Prepacked bf16 decoder weights: the same results as the modules under bf16 autocast, used only in bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import s2s.models.modeling as modeling
+from s2s.models import TransformerConfig, TransformerForConditionalGeneration
+from s2s.models.packed import PackedDecoderWeights, PackedLinear, packing_available
+
+pytestmark = pytest.mark.skipif(
+    not packing_available(torch.device("cpu")), reason="no oneDNN bf16 linear operators on this CPU/build"
+)
+
+
+def model(activation: str = "gelu", seed: int = 0) -> TransformerForConditionalGeneration:
+    torch.manual_seed(seed)
+    config = TransformerConfig(
+        vocab_size=300, d_model=64, encoder_layers=1, decoder_layers=2, num_heads=4, ffn_dim=128,
+        activation=activation, dropout=0.0,
+    )  # fmt: skip
+    return TransformerForConditionalGeneration(config).eval()
+
+
+def sources(batch: int = 6, length: int = 9) -> torch.Tensor:
+    return torch.randint(4, 300, (batch, length), generator=torch.Generator().manual_seed(1))
+
+
+def test_packed_linear_equals_the_bf16_linear():
+    g = torch.Generator().manual_seed(0)
+    weight, bias, x = torch.randn(96, 64, generator=g), torch.randn(96, generator=g), torch.randn(5, 1, 64)
+    expected = F.linear(x.bfloat16(), weight.bfloat16(), bias.bfloat16())
+    out = PackedLinear(weight, bias, rows=5)(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (5, 1, 96)
+    torch.testing.assert_close(out.float(), expected.float(), atol=2e-2, rtol=1e-2)
+
+
+def test_weights_are_packed_only_for_bf16_decoding():
+    m, ids = model(), sources()
+    with torch.no_grad():
+        fp32_cache = m.start_decoding(m.encode(ids), None, rows_per_source=1, max_steps=4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_cache = m.start_decoding(m.encode(ids), None, rows_per_source=2, max_steps=4)
+    assert fp32_cache.packed is None
+    assert isinstance(bf16_cache.packed, PackedDecoderWeights)
+    packed_modules = set(bf16_cache.packed._linears)
+    assert packed_modules == {linear for layer in m.decoder.layers for linear in layer.step_linears()}
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_bf16_decoding_with_packed_weights_equals_decoding_through_the_modules(
+    monkeypatch, activation, num_beams
+):
+    m, ids = model(activation), sources()
+    options = dict(num_beams=num_beams, max_new_tokens=10, return_dict_in_generate=True, output_scores=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = m.generate(ids, **options)
+        monkeypatch.setattr(modeling, "packing_available", lambda device: False)
+        plain = m.generate(ids, **options)
+    assert torch.equal(packed.sequences, plain.sequences)
+    torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-2, rtol=1e-2)
