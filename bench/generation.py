@@ -145,41 +145,47 @@ def run(
     ct2_rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ct2-") as scratch:
         ct2_engines, ct2_skipped = _ct2_engines(models.get("theirs"), Path(scratch), profile, log_fn=log_fn)
-        for beams in profile.generation_beams:
-            mode = mode_name(beams)
-            flops = decoding_flops(
-                size,
-                vocab_size=vocab,
-                source_tokens=sources.numel(),
-                generated_tokens=sources.size(0) * beams * new_tokens,
-            )
-            runners: dict[str, Callable[[], dict] | None] = {}
-            for precision in profile.precisions:
-                for side, model in models.items():
-                    decode = _torch_decoder(model, batch_size, beams, new_tokens, bf16=precision == "bf16")
-                    decode(sources[:batch_size])  # warm-up: kernel selection, allocator
-                    runners[f"{side} {precision}"] = timed(
-                        lambda decode=decode: decode(sources), flops=flops, peak_gflops=peaks[precision]
+        try:
+            for beams in profile.generation_beams:
+                mode = mode_name(beams)
+                flops = decoding_flops(
+                    size,
+                    vocab_size=vocab,
+                    source_tokens=sources.numel(),
+                    generated_tokens=sources.size(0) * beams * new_tokens,
+                )
+                runners: dict[str, Callable[[], dict] | None] = {}
+                for precision in profile.precisions:
+                    for side, model in models.items():
+                        decode = _torch_decoder(
+                            model, batch_size, beams, new_tokens, bf16=precision == "bf16"
+                        )
+                        decode(sources[:batch_size])  # warm-up: kernel selection, allocator
+                        runners[f"{side} {precision}"] = timed(
+                            lambda decode=decode: decode(sources), flops=flops, peak_gflops=peaks[precision]
+                        )
+                for compute_type, engine in ct2_engines.items():
+                    decode = _ct2_decoder(engine, batch_size, beams, new_tokens)
+                    decode(sources[:batch_size])
+                    runners[f"ct2 {compute_type}"] = timed(
+                        lambda decode=decode: decode(sources),
+                        flops=flops,
+                        peak_gflops=peaks[CT2_PEAK[compute_type]],
                     )
-            for compute_type, engine in ct2_engines.items():
-                decode = _ct2_decoder(engine, batch_size, beams, new_tokens)
-                decode(sources[:batch_size])
-                runners[f"ct2 {compute_type}"] = timed(
-                    lambda decode=decode: decode(sources),
-                    flops=flops,
-                    peak_gflops=peaks[CT2_PEAK[compute_type]],
-                )
-            log_fn(f"  {mode}: {', '.join(runners)}")
-            runs = alternate(runners, profile.repetitions, log=log_fn)
-            for precision in profile.precisions:
-                rows[f"{precision} {mode}"] = compare(
-                    runs.get(f"ours {precision}"),
-                    runs.get(f"theirs {precision}"),
-                    unit="sequences/s",
-                    goal=GOALS.get(precision),
-                )
-            for compute_type in ct2_engines:
-                ct2_rows[f"{mode} {compute_type}"] = _ct2_row(runs, compute_type, profile.precisions)
+                log_fn(f"  {mode}: {', '.join(runners)}")
+                runs = alternate(runners, profile.repetitions, log=log_fn)
+                for precision in profile.precisions:
+                    rows[f"{precision} {mode}"] = compare(
+                        runs.get(f"ours {precision}"),
+                        runs.get(f"theirs {precision}"),
+                        unit="sequences/s",
+                        goal=GOALS.get(precision),
+                    )
+                for compute_type in ct2_engines:
+                    ct2_rows[f"{mode} {compute_type}"] = _ct2_row(runs, compute_type, profile.precisions)
+        finally:
+            for engine in ct2_engines.values():  # child processes (see CT2Process)
+                engine.close()
     return {
         "title": "Generation alone: our engine vs Hugging Face generate (BART) and CTranslate2, sequences/s",
         "setup": {
@@ -224,7 +230,7 @@ def _ct2_engines(bart, scratch: Path, profile: Profile, *, log_fn) -> tuple[dict
     if bart is None:
         return {}, {"all": "Hugging Face transformers is not available: there is no BART to convert"}
     try:
-        from bench.ct2_reference import CT2Generator, convert_bart, usable_compute_types
+        from bench.ct2_reference import CT2Process, convert_bart, usable_compute_types
 
         usable, skipped = usable_compute_types(profile.ct2_compute_types)
     except ImportError as err:
@@ -232,7 +238,7 @@ def _ct2_engines(bart, scratch: Path, profile: Profile, *, log_fn) -> tuple[dict
     model_dir = convert_bart(bart, scratch / "ct2")
     log_fn(f"  CTranslate2: converted BART; compute types {', '.join(usable) or 'none'}")
     engines = {
-        compute_type: CT2Generator(
+        compute_type: CT2Process(
             model_dir,
             vocab_size=profile.vocab_size,
             compute_type=compute_type,

@@ -32,7 +32,7 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = N
     """Decode-time attention of a few query positions per row over the cached keys, in the cache's dtype.
 
     Under bf16 autocast the cache is bf16: at these sizes decode attention mostly streams the cached keys and
-    values from memory, and half the bytes made 4-beam decoding 12% faster end to end (bench/generation.py).
+    values from memory, and half the bytes made 4-beam decoding 4-9% faster end to end (bench/generation.py).
     With a mask (the beam ancestry) or in bf16: two batched matmuls and a softmax in fp32; the CPU
     `scaled_dot_product_attention` kernel measured 3-5x slower with the mask and 2-3x slower in bf16 at one or
     a few query positions. Unmasked fp32 keeps that kernel, on par with the matmuls there."""
@@ -225,9 +225,8 @@ class CrossAttention(nn.Module):
         n, _, d = x.shape
         k, v = cache.cross_kv[layer]
         b = k.size(0)
-        q = (
-            cache.linear(self.q, x).view(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)
-        )  # (B,H,R,Dh)
+        q = cache.linear(self.q, x).view(b, n // b, self.num_heads, self.head_dim)
+        q = q.transpose(1, 2)  # (B, H, R, Dh)
         o = decode_attention(q, k, v, mask=cache.source_mask)
         return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, d))
 
