@@ -904,10 +904,21 @@ def write_predictions(
 
 
 def save_run_files(
-    trainer: Any, tokenizer: Any, model: Any, model_args: ModelArguments, data_args: DataArguments
+    trainer: Any,
+    tokenizer: Any,
+    model: Any,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    *,
+    curve_history: list[dict] | None = None,
 ) -> None:
     """Everything a later `recipes.generate` or `--model_name_or_path` run needs, plus the training record:
-    tokenizer, generation config, recipe arguments, trainer_state.json and the learning curves."""
+    tokenizer, generation config, recipe arguments, trainer_state.json and the learning curves.
+
+    The curves are drawn from `curve_history` when given: the log history as training left it. The final
+    evaluation that follows (the kept checkpoint, other decoding settings such as 4 beams) is logged at the
+    last step too, and drawn there it would read as one more point of the greedy validation curve; it is in
+    eval_results.json and trainer_state.json."""
     from s2s.plotting import plot_learning_curves
 
     output_dir = Path(trainer.args.output_dir)
@@ -919,8 +930,9 @@ def save_run_files(
     state = trainer.state
     if hasattr(state, "save_to_json"):
         state.save_to_json(output_dir / "trainer_state.json")
-    if state.log_history:
-        for path in plot_learning_curves(state.log_history, output_dir):
+    history = state.log_history if curve_history is None else curve_history
+    if history:
+        for path in plot_learning_curves(history, output_dir):
             logger.info("learning curve: %s", path)
 
 

@@ -56,6 +56,7 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
 
     results: dict[str, float] = {}
     writes = training_args.process_index == 0
+    training_history = None
     if training_args.do_train:
         metrics = train(
             trainer,
@@ -63,6 +64,7 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
             train_size=len(tokenized["train"]),
             average_last_checkpoints=data_args.average_last_checkpoints,
         )
+        training_history = list(trainer.state.log_history)
         results.update(metrics)
         if writes:
             write_results(training_args.output_dir, "train", metrics)
@@ -72,7 +74,7 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
         if writes:
             write_results(training_args.output_dir, "eval", metrics)
     if writes:
-        save_run_files(trainer, tokenizer, model, model_args, data_args)
+        save_run_files(trainer, tokenizer, model, model_args, data_args, curve_history=training_history)
     if training_args.do_predict:
         metrics, hypotheses = predict(
             trainer, tokenized["test"], tokenizer, data_args, references=raw["test"][TARGET]

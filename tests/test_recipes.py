@@ -405,3 +405,23 @@ def test_recipes_run_as_plain_scripts():
     )
     assert done.returncode == 0, done.stderr
     assert "--source_lang" in done.stdout and "--max_tokens_per_batch" in done.stdout
+
+
+def test_learning_curves_are_drawn_from_the_history_training_left(tmp_path, monkeypatch):
+    """The final evaluation (best checkpoint, 4 beams) is logged at the last step too; the curves leave it out
+    so that it does not read as one more point of the greedy validation curve."""
+    from types import SimpleNamespace
+
+    import s2s.plotting
+
+    drawn = []
+    monkeypatch.setattr(s2s.plotting, "plot_learning_curves", lambda history, out: drawn.append(history) or [])
+    training = [{"step": 10, "loss": 2.0}, {"step": 20, "eval_bleu": 30.0}]
+    final = {"step": 20, "eval_bleu": 33.0}
+    state = SimpleNamespace(log_history=[*training, final], save_to_json=lambda path: None)
+    saver = SimpleNamespace(save_pretrained=lambda path: None)
+    trainer = SimpleNamespace(args=SimpleNamespace(output_dir=str(tmp_path)), state=state)
+    model = SimpleNamespace(generation_config=saver)
+    common.save_run_files(trainer, saver, model, ModelArguments(), DataArguments(), curve_history=training)
+    common.save_run_files(trainer, saver, model, ModelArguments(), DataArguments())  # no training: all of it
+    assert drawn == [training, [*training, final]]
