@@ -415,7 +415,9 @@ def test_learning_curves_are_drawn_from_the_history_training_left(tmp_path, monk
     import s2s.plotting
 
     drawn = []
-    monkeypatch.setattr(s2s.plotting, "plot_learning_curves", lambda history, out: drawn.append(history) or [])
+    monkeypatch.setattr(
+        s2s.plotting, "plot_learning_curves", lambda history, out: drawn.append(history) or []
+    )
     training = [{"step": 10, "loss": 2.0}, {"step": 20, "eval_bleu": 30.0}]
     final = {"step": 20, "eval_bleu": 33.0}
     state = SimpleNamespace(log_history=[*training, final], save_to_json=lambda path: None)
