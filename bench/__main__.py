@@ -35,6 +35,7 @@ from bench import (
 )
 from bench.common import CACHE, PROFILES, REPO, Profile, log
 from bench.data import BenchData, load_bench_data
+from bench.isolation import run_isolated
 from bench.report import merge, write
 from bench.toolkits import Toolkit, available_toolkits
 
@@ -96,8 +97,12 @@ def run_suite(
     cache: Path = CACHE,
     command: str = "python -m bench",
     note: str | None = None,
+    isolate: bool = True,
 ) -> dict:
-    """Run the selected comparisons (all by default) and return the results dict (not yet written)."""
+    """Run the selected comparisons (all by default) and return the results dict (not yet written).
+
+    With `isolate` each comparison runs in a fresh process (see bench/isolation.py); without, all of them run
+    in this one, sharing the data (quicker to start, for the smoke test)."""
     started, load_before = time.perf_counter(), os.getloadavg()
     selected = [name for name in ORDER if not only or name in only]
     toolkits, missing = available_toolkits()
@@ -124,15 +129,18 @@ def run_suite(
             if not toolkits:
                 results["skipped"][name] = "neither toolkit is importable: " + "; ".join(missing.values())
                 continue
-            if data is None and name not in SYNTHETIC:
-                log(f"[data] Multi30k, sentencepiece {profile.vocab_size} tokenizer (cached under {cache})")
-                data = load_bench_data(
-                    vocab_size=profile.vocab_size, train_examples=profile.train_examples, cache=cache
+            if isolate:
+                log(f"[{name}] in a fresh process")
+                outcome = _guarded(
+                    lambda name=name: run_isolated(name, profile, cache=cache, peak=results["peak"])
                 )
-            log(f"[{name}]")
-            outcome = _guarded(
-                lambda name=name, data=data: _run_own(name, profile, data, toolkits, results["peak"])
-            )
+            else:
+                if data is None and name not in SYNTHETIC:
+                    data = _load_data(profile, cache)
+                log(f"[{name}]")
+                outcome = _guarded(
+                    lambda name=name, data=data: _run_own(name, profile, data, toolkits, results["peak"])
+                )
         outcome["seconds"] = round(time.perf_counter() - section_started, 1)
         log(f"  ({outcome['seconds']:.0f} s)")
         if "skipped" in outcome:
@@ -152,6 +160,18 @@ def _run_own(
     name: str, profile: Profile, data: BenchData | None, toolkits: dict[str, Toolkit], peak_result: dict
 ):
     return OWN[name](profile, data, toolkits, peak=peak_result)
+
+
+def _load_data(profile: Profile, cache: Path) -> BenchData:
+    log(f"[data] Multi30k, sentencepiece {profile.vocab_size} tokenizer (cached under {cache})")
+    return load_bench_data(vocab_size=profile.vocab_size, train_examples=profile.train_examples, cache=cache)
+
+
+def run_comparison(name: str, profile: Profile, *, cache: Path, peak: dict | None) -> dict:
+    """One comparison of this package from scratch: the toolkits, the data it needs, then its `run`."""
+    toolkits, _ = available_toolkits()
+    data = None if name in SYNTHETIC else _load_data(profile, cache)
+    return _run_own(name, profile, data, toolkits, peak)
 
 
 def _guarded(run: Callable[[], dict]) -> dict:
@@ -195,11 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=REPO / "bench", help="where results.json/.md go")
     parser.add_argument("--cache", type=Path, default=CACHE, help="tokenizer cache (default bench/results/)")
     parser.add_argument("--note", help="a remark printed above the tables, e.g. 'measured on a busy machine'")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every comparison in this process (quicker to start; what one comparison leaves behind can "
+        "slow the next, see bench/isolation.py)",
+    )
     args = parser.parse_args(argv)
 
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    results = run_suite(profile, only=args.only, cache=args.cache, command=command.strip(), note=args.note)
+    results = run_suite(
+        profile,
+        only=args.only,
+        cache=args.cache,
+        command=command.strip(),
+        note=args.note,
+        isolate=not args.in_process,
+    )
     json_path, markdown_path = args.output_dir / "results.json", args.output_dir / "results.md"
     if args.only and json_path.is_file():  # a partial run updates its comparisons, keeps the others
         results = merge(json.loads(json_path.read_text(encoding="utf-8")), results)

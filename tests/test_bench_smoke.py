@@ -47,6 +47,7 @@ def cache(tmp_path_factory):
 def test_smoke_suite_writes_positive_figures(tmp_path, cache):
     code = main(
         ["--profile", "smoke", "--only", *COMPARISONS, "--output-dir", str(tmp_path), "--cache", str(cache)]
+        + ["--in-process"]  # one process: the isolation costs a fresh interpreter per comparison
     )
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
@@ -118,3 +119,23 @@ def test_memory_child_measures_an_evaluation(cache, preprocess):
     measured = child(args)
     assert measured["value"] >= measured["before_eval_mb"] > 0  # peak since start >= RSS before evaluate
     assert 0 <= measured["token_accuracy"] <= 1
+
+
+def test_an_isolated_comparison_runs_in_a_child_with_this_process_thread_count(cache, monkeypatch):
+    """`python -m bench` runs each comparison in a fresh process (bench/isolation.py): the result comes back
+    whole, the child used the parent's number of threads (1 here, from the fixture), and nothing of this
+    process's state reaches it (a sabotaged `run` here is not the one the child calls)."""
+    from bench.__main__ import OWN
+    from bench.common import PROFILES
+    from bench.isolation import run_isolated
+
+    def sabotaged(*args, **kwargs):
+        raise AssertionError("ran in the parent process")
+
+    monkeypatch.setitem(OWN, "model_training", sabotaged)
+    peak = {"fp32": {"gflops": 10.0}, "bf16": {"gflops": 20.0}}
+    result = run_isolated("model_training", PROFILES["smoke"], cache=cache, peak=peak)
+    assert result["setup"]["threads"] == 1
+    assert result["rows"] and all(
+        row["ours"] > 0 for row in result["rows"].values() if row["ours"] is not None
+    )
