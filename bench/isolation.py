@@ -10,6 +10,7 @@ comparison runs in a spawned child that loads the toolkits and the data itself, 
 from __future__ import annotations
 
 import multiprocessing
+import traceback
 from pathlib import Path
 
 import torch
@@ -18,15 +19,37 @@ from bench.common import Profile
 
 
 def run_isolated(name: str, profile: Profile, *, cache: Path, peak: dict | None) -> dict:
-    """`bench.__main__.run_comparison(name, ...)` in a spawned child process; its result dict (an exception
-    in the child is raised here)."""
+    """`bench.__main__.run_comparison(name, ...)` in a spawned child process and its result dict; a failure in
+    the child is raised here with the child's traceback. A plain (non-daemon) process, not a pool worker: the
+    generation comparison starts a child of its own for CTranslate2."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_child, (name, profile, str(cache), peak, torch.get_num_threads()))
+    receive, send = context.Pipe(duplex=False)
+    args = (send, name, profile, str(cache), peak, torch.get_num_threads())
+    process = context.Process(target=_child, args=args)
+    process.start()
+    send.close()
+    try:
+        status, value = receive.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(
+            f"{name}: its process ended (exit code {process.exitcode}) without reporting a result"
+        ) from None
+    finally:
+        receive.close()
+    process.join()
+    if status == "error":
+        raise RuntimeError(f"{name}, in its own process:\n{value}")
+    return value
 
 
-def _child(name: str, profile: Profile, cache: str, peak: dict | None, threads: int) -> dict:
+def _child(conn, name: str, profile: Profile, cache: str, peak: dict | None, threads: int) -> None:
     torch.set_num_threads(threads)
-    from bench.__main__ import run_comparison
+    try:
+        from bench.__main__ import run_comparison
 
-    return run_comparison(name, profile, cache=Path(cache), peak=peak)
+        conn.send(("ok", run_comparison(name, profile, cache=Path(cache), peak=peak)))
+    except Exception:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()

@@ -139,3 +139,11 @@ def test_an_isolated_comparison_runs_in_a_child_with_this_process_thread_count(c
     assert result["rows"] and all(
         row["ours"] > 0 for row in result["rows"].values() if row["ours"] is not None
     )
+
+
+def test_an_isolated_comparison_that_fails_raises_with_the_child_traceback(cache):
+    from bench.common import PROFILES
+    from bench.isolation import run_isolated
+
+    with pytest.raises(RuntimeError, match="no_such_comparison, in its own process:(.|\n)*KeyError"):
+        run_isolated("no_such_comparison", PROFILES["smoke"], cache=cache, peak=None)
