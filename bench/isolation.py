@@ -1,10 +1,11 @@
 """Each comparison of `python -m bench` in a fresh process.
 
 What one comparison leaves behind in a process slows the next one, and not evenly. Measured: in one process
-after the other comparisons, `s2s.Trainer` training a BART ran at 0.84x Hugging Face's `Trainer` (fp32); alone
-in a fresh process, at 1.01x-1.05x (two runs). CTranslate2's OpenMP runtime, once its threads have run, made torch's small
-operations 20-30% slower for the rest of the process (see `bench.ct2_reference.CT2Process`). So each
-comparison runs in a spawned child that loads the toolkits and the data itself, with the parent's thread count.
+after the other comparisons, `s2s.Trainer` training a BART ran at 0.84x Hugging Face's `Trainer` (fp32);
+alone in a fresh process, at 1.01x-1.05x (two runs). CTranslate2's OpenMP runtime, once its threads have run,
+made torch's small operations 20-30% slower for the rest of the process (see `bench.ct2_reference.CT2Process`).
+So each comparison runs in a spawned child that loads the toolkits and the data itself, with the parent's
+thread count.
 """
 
 from __future__ import annotations
