@@ -143,49 +143,46 @@ def run(
     peaks = {p: (peak or {}).get(p, {}).get("gflops") for p in ("fp32", "bf16")}
     rows: dict[str, dict] = {}
     ct2_rows: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-ct2-") as scratch:
+    # the temporary folder outlives the CTranslate2 child processes, which the exit stack closes first
+    with tempfile.TemporaryDirectory(prefix="bench-ct2-") as scratch, contextlib.ExitStack() as children:
         ct2_engines, ct2_skipped = _ct2_engines(models.get("theirs"), Path(scratch), profile, log_fn=log_fn)
-        try:
-            for beams in profile.generation_beams:
-                mode = mode_name(beams)
-                flops = decoding_flops(
-                    size,
-                    vocab_size=vocab,
-                    source_tokens=sources.numel(),
-                    generated_tokens=sources.size(0) * beams * new_tokens,
+        for engine in ct2_engines.values():  # child processes (see CT2Process)
+            children.callback(engine.close)
+        for beams in profile.generation_beams:
+            mode = mode_name(beams)
+            flops = decoding_flops(
+                size,
+                vocab_size=vocab,
+                source_tokens=sources.numel(),
+                generated_tokens=sources.size(0) * beams * new_tokens,
+            )
+            runners: dict[str, Callable[[], dict] | None] = {}
+            for precision in profile.precisions:
+                for side, model in models.items():
+                    decode = _torch_decoder(model, batch_size, beams, new_tokens, bf16=precision == "bf16")
+                    decode(sources[:batch_size])  # warm-up: kernel selection, allocator
+                    runners[f"{side} {precision}"] = timed(
+                        lambda decode=decode: decode(sources), flops=flops, peak_gflops=peaks[precision]
+                    )
+            for compute_type, engine in ct2_engines.items():
+                decode = _ct2_decoder(engine, batch_size, beams, new_tokens)
+                decode(sources[:batch_size])
+                runners[f"ct2 {compute_type}"] = timed(
+                    lambda decode=decode: decode(sources),
+                    flops=flops,
+                    peak_gflops=peaks[CT2_PEAK[compute_type]],
                 )
-                runners: dict[str, Callable[[], dict] | None] = {}
-                for precision in profile.precisions:
-                    for side, model in models.items():
-                        decode = _torch_decoder(
-                            model, batch_size, beams, new_tokens, bf16=precision == "bf16"
-                        )
-                        decode(sources[:batch_size])  # warm-up: kernel selection, allocator
-                        runners[f"{side} {precision}"] = timed(
-                            lambda decode=decode: decode(sources), flops=flops, peak_gflops=peaks[precision]
-                        )
-                for compute_type, engine in ct2_engines.items():
-                    decode = _ct2_decoder(engine, batch_size, beams, new_tokens)
-                    decode(sources[:batch_size])
-                    runners[f"ct2 {compute_type}"] = timed(
-                        lambda decode=decode: decode(sources),
-                        flops=flops,
-                        peak_gflops=peaks[CT2_PEAK[compute_type]],
-                    )
-                log_fn(f"  {mode}: {', '.join(runners)}")
-                runs = alternate(runners, profile.repetitions, log=log_fn)
-                for precision in profile.precisions:
-                    rows[f"{precision} {mode}"] = compare(
-                        runs.get(f"ours {precision}"),
-                        runs.get(f"theirs {precision}"),
-                        unit="sequences/s",
-                        goal=GOALS.get(precision),
-                    )
-                for compute_type in ct2_engines:
-                    ct2_rows[f"{mode} {compute_type}"] = _ct2_row(runs, compute_type, profile.precisions)
-        finally:
-            for engine in ct2_engines.values():  # child processes (see CT2Process)
-                engine.close()
+            log_fn(f"  {mode}: {', '.join(runners)}")
+            runs = alternate(runners, profile.repetitions, log=log_fn)
+            for precision in profile.precisions:
+                rows[f"{precision} {mode}"] = compare(
+                    runs.get(f"ours {precision}"),
+                    runs.get(f"theirs {precision}"),
+                    unit="sequences/s",
+                    goal=GOALS.get(precision),
+                )
+            for compute_type in ct2_engines:
+                ct2_rows[f"{mode} {compute_type}"] = _ct2_row(runs, compute_type, profile.precisions)
     return {
         "title": "Generation alone: our engine vs Hugging Face generate (BART) and CTranslate2, sequences/s",
         "setup": {
