@@ -1,6 +1,8 @@
-"""Prepacked bf16 decoder weights: the same results as the modules under bf16 autocast, used only in bf16."""
+"""Prepacked decoder weights: the same results as the modules, in fp32 and under bf16 autocast."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch.nn.functional as F
 import s2s.models.modeling as modeling
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration
 from s2s.models.packed import PackedDecoderWeights, PackedLinear, packing_available
+
+PRECISIONS = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
 
 pytestmark = pytest.mark.skipif(
     not packing_available(torch.device("cpu")), reason="no oneDNN bf16 linear operators on this CPU/build"
@@ -32,33 +36,50 @@ def test_packed_linear_equals_the_bf16_linear():
     g = torch.Generator().manual_seed(0)
     weight, bias, x = torch.randn(96, 64, generator=g), torch.randn(96, generator=g), torch.randn(5, 1, 64)
     expected = F.linear(x.bfloat16(), weight.bfloat16(), bias.bfloat16())
-    out = PackedLinear(weight, bias, rows=5)(x)
+    out = PackedLinear(weight, bias, rows=5, dtype=torch.bfloat16)(x)
     assert out.dtype == torch.bfloat16 and out.shape == (5, 1, 96)
     torch.testing.assert_close(out.float(), expected.float(), atol=2e-2, rtol=1e-2)
 
 
-def test_weights_are_packed_only_for_bf16_decoding():
+def test_packed_linear_equals_the_fp32_linear_up_to_summation_order():
+    g = torch.Generator().manual_seed(0)
+    weight, bias, x = torch.randn(96, 64, generator=g), torch.randn(96, generator=g), torch.randn(5, 1, 64)
+    out = PackedLinear(weight, bias, rows=5, dtype=torch.float32)(x)
+    assert out.dtype == torch.float32 and out.shape == (5, 1, 96)
+    torch.testing.assert_close(out, F.linear(x, weight, bias), atol=1e-5, rtol=1e-5)
+
+
+def test_weights_are_packed_in_the_dtype_of_the_decode_step():
     m, ids = model(), sources()
     with torch.no_grad():
         fp32_cache = m.start_decoding(m.encode(ids), None, rows_per_source=1, max_steps=4)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16_cache = m.start_decoding(m.encode(ids), None, rows_per_source=2, max_steps=4)
-    assert fp32_cache.packed is None
-    assert isinstance(bf16_cache.packed, PackedDecoderWeights)
-    packed_modules = set(bf16_cache.packed._linears)
-    assert packed_modules == {linear for layer in m.decoder.layers for linear in layer.step_linears()}
+    step_linears = {linear for layer in m.decoder.layers for linear in layer.step_linears()}
+    for cache, dtype in ((fp32_cache, torch.float32), (bf16_cache, torch.bfloat16)):
+        assert isinstance(cache.packed, PackedDecoderWeights)
+        assert set(cache.packed._linears) == step_linears
+        assert {packed.dtype for packed in cache.packed._linears.values()} == {dtype}
+        assert cache.packed.project.dtype == dtype
 
 
+def test_no_packing_for_other_dtypes_or_devices():
+    assert not packing_available(torch.device("cpu"), torch.float16)
+    assert not packing_available(torch.device("meta"), torch.float32)
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_bf16_decoding_with_packed_weights_equals_decoding_through_the_modules(
-    monkeypatch, activation, num_beams
+def test_decoding_with_packed_weights_equals_decoding_through_the_modules(
+    monkeypatch, precision, activation, num_beams
 ):
     m, ids = model(activation), sources()
     options = dict(num_beams=num_beams, max_new_tokens=10, return_dict_in_generate=True, output_scores=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with PRECISIONS[precision]():
         packed = m.generate(ids, **options)
-        monkeypatch.setattr(modeling, "packing_available", lambda device: False)
+        monkeypatch.setattr(modeling, "packing_available", lambda device, dtype: False)
         plain = m.generate(ids, **options)
     assert torch.equal(packed.sequences, plain.sequences)
-    torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-2, rtol=1e-2)
+    tolerance = 1e-2 if precision == "bf16" else 1e-5
+    torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=tolerance, rtol=tolerance)

@@ -58,7 +58,7 @@ class TransformerCache:
         self._local = torch.arange(self.rows, device=device) % rows_per_source
         self._mask: Tensor | None = None
         self.packed = packed
-        """The decoder's weights packed for bf16 decoding on CPU (see packed.py), or None."""
+        """The decoder's weights packed for decoding on CPU in fp32 or bf16 (see packed.py), or None."""
 
     def linear(self, module: nn.Linear, x: Tensor) -> Tensor:
         """`module(x)` for the decode step: through its packed weight when the cache holds one."""

@@ -205,11 +205,14 @@ class TransformerForConditionalGeneration(nn.Module):
             k, v = layer.cross_attn.memory_kv(memory)  # bf16 under bf16 autocast, see cache.py
             cross_kv.append((k.contiguous(), v.contiguous()))
         packed = None
-        if cross_kv and cross_kv[0][0].dtype == torch.bfloat16 and packing_available(memory.device):
+        # the cache's dtype is the decode step's: fp32, or bf16 under bf16 autocast
+        dtype = cross_kv[0][0].dtype if cross_kv else None
+        if dtype is not None and packing_available(memory.device, dtype):
             packed = PackedDecoderWeights(
                 (linear for layer in self.decoder.layers for linear in layer.step_linears()),
                 self.output_weight(),
                 rows=memory.size(0) * rows_per_source,
+                dtype=dtype,
             )
         return TransformerCache(
             cross_kv=cross_kv,
