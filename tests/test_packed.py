@@ -82,4 +82,6 @@ def test_decoding_with_packed_weights_equals_decoding_through_the_modules(
         plain = m.generate(ids, **options)
     assert torch.equal(packed.sequences, plain.sequences)
     tolerance = 1e-2 if precision == "bf16" else 1e-5
-    torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(
+        packed.sequences_scores, plain.sequences_scores, atol=tolerance, rtol=tolerance
+    )
