@@ -4,9 +4,9 @@ At decode time each (batch, head) pair attends a few query positions over a few 
 torch operations that is hundreds of tiny matrix products per call, which mostly wait on memory; the kernel
 reads each key and value row once per query position, in registers. One call with the benchmark's greedy
 cross-attention shape (64 x 4 heads, 1 query over 32 keys of 64, fp32, 2 threads, data in cache) takes 33 us,
-against 100-140 us through torch's matmuls or SDPA. End to end in the benchmark's model (bench/generation.py setup, 2
-threads, 256 sources, kernel on and off in alternation in one process, 3 rounds): greedy decoding 13-19%
-faster in fp32 and 21-27% in bf16, 4 beams 12-17% faster in both, with the same tokens.
+against 100-140 us through torch's matmuls or SDPA. End to end in the benchmark's model (bench/generation.py
+setup, 2 threads, 256 sources, kernel on and off in alternation in one process, 3 rounds): greedy decoding
+13-19% faster in fp32 and 21-27% in bf16, 4 beams 12-17% faster in both, with the same tokens.
 
 The kernel is compiled with torch's C++ extension builder the first time a decode step needs it (about 25 s
 on 2 cores; then cached in torch's extension folder, `TORCH_EXTENSIONS_DIR`), for the CPU it runs on
