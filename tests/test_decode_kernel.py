@@ -170,3 +170,26 @@ def test_one_build_per_source_torch_version_and_cpu():
     name = decode_kernel.extension_name()
     assert name.startswith("s2s_decode_attention_") and name == decode_kernel.extension_name()
     assert decode_kernel.SOURCE.is_file()
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, caplog):
+    """torch's builder waits forever on a lock left by a build killed hard; ours clears it when it is old."""
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not decode_kernel.clear_stale_lock(tmp_path)  # a build in progress
+    assert lock.exists()
+    old = time.time() - decode_kernel.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger=decode_kernel.__name__):
+        assert decode_kernel.clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    assert "stale lock" in caplog.text
+    assert not decode_kernel.clear_stale_lock(tmp_path)  # nothing left to remove
+
+
+def test_builds_go_to_an_s2s_folder_under_torch_extensions_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert decode_kernel.build_directory("x") == tmp_path / "s2s" / "x"

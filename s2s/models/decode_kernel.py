@@ -9,8 +9,8 @@ setup, 2 threads, 256 sources, kernel on and off in alternation in one process, 
 13-19% faster in fp32 and 21-27% in bf16, 4 beams 12-17% faster in both, with the same tokens.
 
 The kernel is compiled with torch's C++ extension builder the first time a decode step needs it (about 25 s
-on 2 cores; then cached in torch's extension folder, `TORCH_EXTENSIONS_DIR`), for the CPU it runs on
-(`-march=native`; the name carries the CPU's instruction sets, so a home folder shared between different
+on 2 cores; then cached in `s2s/` under torch's extension folder, `TORCH_EXTENSIONS_DIR`), for the CPU it runs
+on (`-march=native`; the name carries the CPU's instruction sets, so a home folder shared between different
 machines keeps one build per kind of CPU). Without a C++ compiler or ninja, or when the build fails, decoding
 goes on through torch operations, with the same results, and one log line says why. Set `S2S_DECODE_KERNEL=0`
 to never build or use it.
@@ -24,7 +24,9 @@ import hashlib
 import logging
 import os
 import platform
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +38,10 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "decode_attention.cpp"
 ENV_SWITCH = "S2S_DECODE_KERNEL"
 LANES = 16  # the kernel's head size must be a multiple of this (see the source)
+# torch's builder holds a lock file in the build folder while it builds or loads; a build killed hard (SIGKILL,
+# out of memory) leaves it behind, and every later load would wait on it forever. A build takes about 25 s, so
+# a lock this old is stale.
+STALE_LOCK_SECONDS = 600
 
 _lock = threading.Lock()
 _loaded: dict[str, Callable[..., Tensor] | None] = {}
@@ -74,12 +80,36 @@ def kernel() -> Callable[..., Tensor] | None:
 
 @functools.cache
 def extension_name() -> str:
-    """One build per source text, torch version and kind of CPU (the build uses `-march=native`)."""
+    """One build per source text, torch and Python version and kind of CPU (the build uses `-march=native`)."""
     fingerprint = hashlib.sha256()
     fingerprint.update(SOURCE.read_bytes())
     fingerprint.update(torch.__version__.encode())
+    fingerprint.update(sys.version.encode())
     fingerprint.update(_cpu_flags().encode())
     return f"s2s_decode_attention_{fingerprint.hexdigest()[:12]}"
+
+
+def build_directory(name: str) -> Path:
+    """Under torch's extension folder (`TORCH_EXTENSIONS_DIR`, or its default in the user's cache)."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return Path(root) / "s2s" / name
+
+
+def clear_stale_lock(directory: Path, *, max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """Remove the builder's lock file when it is older than `max_age` seconds (see STALE_LOCK_SECONDS);
+    True when one was removed."""
+    lock = directory / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age <= max_age:
+        return False
+    logger.warning("removing the stale lock %s (%.0f s old) of an interrupted kernel build", lock, age)
+    lock.unlink(missing_ok=True)
+    return True
 
 
 def _cpu_flags() -> str:
@@ -95,14 +125,21 @@ def _cpu_flags() -> str:
 def _build(name: str) -> Callable[..., Tensor] | None:
     from torch.utils import cpp_extension
 
-    logger.info(
-        "building the decode-attention kernel %s (once per machine, ~25 s; %s=0 skips it)", name, ENV_SWITCH
-    )
     try:
+        directory = build_directory(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not any(directory.glob(f"{name}*.so")):
+            logger.info(
+                "building the decode-attention kernel %s (once per machine, ~25 s; %s=0 skips it)",
+                name,
+                ENV_SWITCH,
+            )
+        clear_stale_lock(directory)
         with _ninja_on_path():
             module = cpp_extension.load(
                 name=name,
                 sources=[str(SOURCE)],
+                build_directory=str(directory),
                 extra_cflags=["-O3", "-march=native", "-fopenmp"],
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
