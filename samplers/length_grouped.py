@@ -20,7 +20,8 @@ class LengthGroupedSampler(ResumableSampler):
     batch is the most expensive one and an out-of-memory error shows at step 1.
 
     Lengths are one per example, or ``(src, tgt)`` pairs, sorted by ``max(src, tgt)`` then by each side
-    (Hugging Face sorts by the source length only, ANCHORS F2).
+    Hugging Face's ``group_by_length`` sorts by the source length only, so a short source with a long target
+    lands among short examples and pads its whole batch to that target.
 
     Distributed: the global order is padded to a multiple of ``num_replicas`` by repeating its first
     examples (as ``DistributedSampler`` does), and rank ``r`` takes every ``num_replicas``-th index from

@@ -3,8 +3,10 @@
 A subclass only says how to build one epoch's order for this rank (``_epoch_order``); this base class slices
 it for resume, counts what it hands out, and saves/loads ``{"epoch", "consumed", ...}``.
 
-Resume works like fairseq's iterator (see ANCHORS F11): the order of an epoch is a pure function of
-``(seed, epoch)``, so ``order[consumed:]`` is exactly what the uninterrupted run would still yield, and no
+Resume works like fairseq's epoch iterator, which saves ``(epoch, iterations_in_epoch)`` and slices its
+frozen batch list, and not like Hugging Face's Trainer, which loads and discards the batches already trained
+on and relies on restoring the global RNG to get the same order: here the order of an epoch is a pure function
+of ``(seed, epoch)``, so ``order[consumed:]`` is exactly what the uninterrupted run would still yield, and no
 skipped example is read. The trainer owns ``consumed`` (a DataLoader prefetches, so the sampler itself only
 knows what it handed out, not what was trained on) and sets it with ``load_state_dict`` before iterating.
 """
@@ -48,7 +50,8 @@ class ResumableSampler(Sampler):
     # -- the shared protocol ------------------------------------------------------------------------------
     def generator(self) -> torch.Generator:
         """A fresh generator for the current epoch: the same ``(seed, epoch)`` always gives the same order,
-        whatever the global RNG state (HF's length-grouped sampler draws from the global RNG, ANCHORS F2)."""
+        whatever the global RNG state. Hugging Face's length-grouped sampler draws from torch's global RNG, so
+        anything else that draws from it first (model initialisation, dropout) changes the batch order."""
         return torch.Generator().manual_seed(self.seed + self.epoch)
 
     def order(self) -> list[Any]:

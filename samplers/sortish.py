@@ -15,10 +15,11 @@ class SortishSampler(ResumableSampler):
     """Shuffle, cut into chunks of ``chunk_mult`` batches, sort each chunk by length (descending), cut into
     batches, shuffle the batches, and put the batch with the longest example first; yields indices.
 
-    Use with ``DataLoader(dataset, batch_size=batch_size, sampler=...)``. Works for any ``n``: the legacy
-    ``sortish_sampler_indices`` shuffles a ragged list of batches with ``np.random.permutation``, which
-    NumPy 2 rejects when ``n % batch_size != 0`` (ANCHORS F12); here the full batches are shuffled by index
-    and the short one stays last, so every full batch stays one sorted block.
+    Use with ``DataLoader(dataset, batch_size=batch_size, sampler=...)``. Works for any ``n``: Hugging
+    Face's legacy ``sortish_sampler_indices`` shuffles a ragged list of batches with
+    ``np.random.permutation``, which NumPy 2 rejects when ``n % batch_size != 0`` (a ``ValueError`` about an
+    inhomogeneous shape, checked on NumPy 2.4 with n=41, batch size 4); here the full batches are shuffled by
+    index and the short one stays last, so every full batch stays one sorted block.
 
     Lengths are one per example, or ``(src, tgt)`` pairs, sorted by ``max(src, tgt)`` then by each side.
 

@@ -20,7 +20,8 @@ class TokenBudgetBatchSampler(ResumableSampler):
     Use with ``DataLoader(dataset, batch_sampler=...)``. An example costs its length, or for ``(src, tgt)``
     pairs ``max(src, tgt)``; a batch of ``b`` examples costs ``b * max over the batch of max(src, tgt)``, the
     size of the larger of its two padded tensors (source and target are each padded to their own maximum,
-    and neither exceeds this). Hugging Face has no such batching (ANCHORS F2).
+    and neither exceeds this). Hugging Face's Trainer has no such batching: its batches hold a fixed number of
+    sentences, so a batch of long ones costs many times a batch of short ones.
 
     Batches are cut greedily from the examples sorted by descending cost (ties broken by source then target
     length, then at random per epoch when ``shuffle``), each holding as many examples as the budget and
@@ -38,7 +39,8 @@ class TokenBudgetBatchSampler(ResumableSampler):
     batches on every rank. The ``num_replicas`` costliest batches open the list, one per rank.
 
     Deterministic given ``(seed, epoch)``; ``state_dict()``/``load_state_dict()`` resume at ``consumed``
-    (batches of this rank's order) by slicing the epoch's batch list, as fairseq does (ANCHORS F11).
+    (batches of this rank's order) by slicing the epoch's batch list, as fairseq does, instead of loading
+    and discarding the batches already trained on.
     """
 
     def __init__(

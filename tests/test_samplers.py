@@ -247,7 +247,8 @@ def test_token_budget_costliest_batches_come_first_on_every_rank(n, seed, replic
 
 @pytest.mark.parametrize("n", [1003, 64 * 50 + 1, 65, 7])
 def test_sortish_handles_a_short_last_batch(n):
-    # The legacy sortish sampler crashes on NumPy 2 whenever n % batch_size != 0 (ANCHORS F12).
+    # Hugging Face's legacy sortish_sampler_indices crashes on NumPy 2 whenever n % batch_size != 0: it
+    # shuffles a ragged list of batches with np.random.permutation.
     lengths = random_lengths(n, n, pairs=False)
     order = list(SortishSampler(lengths, 64))
     assert sorted(order) == list(range(n))
