@@ -43,6 +43,10 @@ _EXPORTS = {
     "train_tokenizer": "s2s.tokenization",
     "load_tokenizer": "s2s.tokenization",
     "get_scheduler": "s2s.optimization",
+    # Hugging Face's helper names, for scripts ported from its examples
+    "set_seed": "s2s.trainer",
+    "get_last_checkpoint": "s2s.last_checkpoint",
+    "HfArgumentParser": "s2s.hf_aliases",
 }
 
 __all__ = ["__version__", *_EXPORTS]
