@@ -129,10 +129,14 @@ def _column_names(dataset: Any) -> set[str]:
 
 # ----------------------------------------------------------------------------------------------- loaders
 def loader_options(args, *, generator: torch.Generator | None = None) -> dict[str, Any]:
-    """The ``dataloader_*`` arguments as DataLoader keyword arguments."""
+    """The ``dataloader_*`` arguments as DataLoader keyword arguments.
+
+    Batches are built in page-locked ("pinned") memory when training on CUDA: only from there can the copy to
+    the GPU run asynchronously (``.to(device, non_blocking=True)``) while the device is still busy with the
+    previous step. Pinning is pointless for a CPU run, even on a machine that has a GPU."""
     options: dict[str, Any] = {
         "num_workers": args.dataloader_num_workers,
-        "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available(),
+        "pin_memory": args.dataloader_pin_memory and args.device.type == "cuda",
     }
     if args.dataloader_num_workers > 0:
         options["persistent_workers"] = args.dataloader_persistent_workers

@@ -24,8 +24,9 @@ def autocast_context(args, *, evaluating: bool = False) -> contextlib.AbstractCo
 
 
 def grad_scaler(args) -> torch.amp.GradScaler | None:
-    """fp16 gradients underflow without loss scaling; bf16 and fp32 need none."""
-    return torch.amp.GradScaler("cuda") if args.fp16 else None
+    """fp16 gradients underflow without loss scaling; bf16 and fp32 need none. The scaler lives on the
+    training device, so its overflow flag reaches a fused optimizer's step without a host read."""
+    return torch.amp.GradScaler(args.device.type) if args.fp16 else None
 
 
 def install_overflow_hooks(model: nn.Module, *, current_step: Callable[[], int]) -> None:

@@ -53,8 +53,9 @@ def normalise(sum_logprobs: Tensor, length: int | Tensor, length_penalty: float)
     """sum(log-probs) / len**length_penalty (len = generated tokens, eos included)."""
     if length_penalty == 0:
         return sum_logprobs
-    length = torch.as_tensor(length, dtype=sum_logprobs.dtype, device=sum_logprobs.device)
-    return sum_logprobs / length**length_penalty
+    if isinstance(length, int):  # a Python number: no tensor to copy to the device each step
+        return sum_logprobs / float(length) ** length_penalty
+    return sum_logprobs / length.to(sum_logprobs.dtype) ** length_penalty
 
 
 def merge_finished(
@@ -67,10 +68,13 @@ def merge_finished(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Keep the K best of the finished hypotheses and the new ones (new_scores -inf where not finishing).
 
-    fin_*: (B, K), (B, K, L), (B, K); new_*: (B, M), (B, M, L), (B, M). Returns the K best, best first."""
+    fin_*: (B, K), (B, K, L), (B, K); new_*: (B, M), (B, M, L), (B, M). Returns the K best, best first.
+    Ties keep the finished hypotheses ahead of the new ones (a stable sort), so merging candidates that all
+    score -inf changes nothing: the loop may merge without first reading whether any candidate finished."""
     num_beams = fin_scores.size(1)
     scores = torch.cat([fin_scores, new_scores], dim=1)
-    best, idx = scores.topk(num_beams, dim=1)
+    best, idx = scores.sort(dim=1, descending=True, stable=True)
+    best, idx = best[:, :num_beams], idx[:, :num_beams]
     seqs = torch.cat([fin_seqs, new_seqs], dim=1)
     seqs = seqs.gather(1, idx[:, :, None].expand(-1, -1, seqs.size(2)))
     lens = torch.cat([fin_lens, new_lens], dim=1).gather(1, idx)

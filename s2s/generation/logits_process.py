@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from s2s.generation.configuration import GenerationConfig
+from s2s.generation.stopping import maybe_any
 
 NEG_INF = float("-inf")
 
@@ -36,18 +37,23 @@ Processor = Callable[[Tensor, StepContext], Tensor]
 
 
 def _force_token(scores: Tensor, rows: Tensor, token: int) -> Tensor:
-    """Rows selected by the bool mask `rows` can only produce `token` (score 0, the rest -inf)."""
-    if rows.any():
-        forced = torch.full_like(scores[0], NEG_INF)
-        forced[token] = 0.0
-        scores[rows] = forced
+    """Rows selected by the bool mask `rows` can only produce `token` (score 0, the rest -inf).
+
+    Written with masks, not `scores[rows] = ...` (which reads the number of selected rows on the host, a
+    device sync on CUDA); where reading is free, rows that need nothing are skipped."""
+    if not maybe_any(rows):
+        return scores
+    chosen = scores[:, token].clone()
+    scores.masked_fill_(rows[:, None], NEG_INF)
+    scores[:, token] = torch.where(rows, 0.0, chosen)
     return scores
 
 
 def min_new_tokens(scores: Tensor, ctx: StepContext, *, min_new: int, eos_token_ids: Sequence[int]) -> Tensor:
     """Forbid eos while fewer than `min_new` tokens were generated."""
     if ctx.step < min_new:
-        scores[:, list(eos_token_ids)] = NEG_INF
+        for eos in eos_token_ids:  # one column at a time: a list index would be copied to the device
+            scores[:, eos] = NEG_INF
     return scores
 
 
@@ -88,8 +94,10 @@ def bad_words(scores: Tensor, ctx: StepContext, *, bad_words_ids: Sequence[Seque
         if ids.size(1) < len(prefix):
             continue
         tail = ids[:, ids.size(1) - len(prefix) :]
-        hit = (tail == torch.tensor(prefix, device=ids.device)).all(-1)
-        scores[hit, seq[-1]] = NEG_INF
+        hit = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
+        for i, token in enumerate(prefix):  # Python ints: no tensor to copy to the device
+            hit &= tail[:, i] == token
+        scores[:, seq[-1]].masked_fill_(hit, NEG_INF)  # a mask, not `scores[hit]`: no host read
     return scores
 
 

@@ -2,6 +2,8 @@
 
 Each loop is short: ask the model for logits, run the processors, choose tokens, update the cache. Beam
 bookkeeping lives in `beam.py` as pure functions. Any model following `protocol.GenerationModel` works.
+Inside the loops nothing is read on the host per step on CUDA (see `stopping.py`); the few reads per call
+(the longest limit before, the output width after) are outside them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from s2s.generation.logits_process import (
 )
 from s2s.generation.outputs import GenerateOutput
 from s2s.generation.protocol import GenerationModel
+from s2s.generation.stopping import AllFinished, maybe_any
 
 DEFAULT_MAX_LENGTH = 20  # Hugging Face's default total length, start token included
 
@@ -170,9 +173,9 @@ def sample_or_greedy(
     lengths = torch.zeros(rows, dtype=torch.long, device=device)
     score_sum = torch.zeros(rows, dtype=torch.float32, device=device)
     tokens = seqs[:, 0]
-    step = 0
     fp32 = _Fp32Logits()
-    for step in range(max_steps):  # noqa: B007 - `step` is read after the loop
+    finished = AllFinished(device)
+    for step in range(max_steps):
         logits = fp32.logits(model.decode_step(tokens, cache))  # also faster: CPU argmax over bf16 is slow
         ctx = StepContext(input_ids=seqs[:, : step + 1], step=step, max_new_tokens=row_limits)
         scores = apply_processors(processors, logits, ctx)
@@ -189,10 +192,10 @@ def sample_or_greedy(
         seqs[:, step + 1] = nxt
         lengths += (~done).long()
         done |= torch.isin(nxt, eos) | (row_limits <= step + 1)
-        if bool(done.all()):
+        if finished.update(done):
             break
         tokens = nxt
-    seqs = seqs[:, : step + 2]
+    seqs = seqs[:, : int(lengths.max()) + 1]  # steps run past the end (see AllFinished) added only padding
     scores_out = normalise(score_sum, lengths.clamp_min(1).float(), config.length_penalty)
     return seqs, scores_out
 
@@ -231,6 +234,7 @@ def beam_search(
     tokens = seqs[:, 0]
 
     fp32 = _Fp32Logits()
+    finished = AllFinished(device)
     for step in range(max_steps):
         length = step + 1  # generated tokens once this step's token is appended
         log_probs = fp32.log_softmax(model.decode_step(tokens, cache))
@@ -243,7 +247,7 @@ def beam_search(
         # 1. candidates ending with eos become finished hypotheses
         new_scores = finishing_scores(cand_scores, is_eos, num_beams=beams, length=length, length_penalty=lp)
         new_scores = new_scores.masked_fill(done[:, None], NEG_INF)
-        if bool(torch.isfinite(new_scores).any()):
+        if maybe_any(torch.isfinite(new_scores)):
             new_seqs = seqs[cand_rows[:, :beams].reshape(-1)].view(batch, beams, width)
             new_seqs[:, :, length] = cand_tokens[:, :beams]
             fin_scores, fin_seqs, fin_lens = merge_finished(
@@ -260,7 +264,7 @@ def beam_search(
 
         # 3. sources at their length limit finish with their running beams
         at_limit = (limits <= length) & ~done
-        if bool(at_limit.any()):
+        if maybe_any(at_limit):
             limit_scores = normalise(running, length, lp).masked_fill(~at_limit[:, None], NEG_INF)
             fin_scores, fin_seqs, fin_lens = merge_finished(
                 fin_scores,
@@ -278,7 +282,7 @@ def beam_search(
             length_penalty=lp,
             early_stopping=config.early_stopping,
         )
-        if bool(done.all()):
+        if finished.update(done):
             break
 
     keep = config.num_return_sequences

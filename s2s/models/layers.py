@@ -34,19 +34,22 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = N
 
     Under bf16 autocast the cache is bf16: at these sizes decode attention mostly streams the cached keys and
     values from memory, and half the bytes made 4-beam decoding 4-9% faster end to end (bench/generation.py).
-    With a mask (the beam ancestry) or in bf16: two batched matmuls and a softmax in fp32; the CPU
+    On CPU with a mask (the beam ancestry) or in bf16: two batched matmuls and a softmax in fp32; the CPU
     `scaled_dot_product_attention` kernel measured 3-5x slower with the mask and 2-3x slower in bf16 at one or
-    a few query positions. Unmasked fp32 keeps that kernel, on par with the matmuls there, and so does every
-    unmasked case on other devices, where none of this was measured.
+    a few query positions. Unmasked fp32 keeps that kernel, on par with the matmuls there.
 
     On CPU all of this gives way to the fused kernel of `decode_kernel.py` when it is built: the same
-    computation in one pass over the cache, and 12-27% faster decoding end to end."""
+    computation in one pass over the cache, and 12-27% faster decoding end to end. Other devices (CUDA) always
+    take `scaled_dot_product_attention`, mask or not: its fused kernels (flash, memory-efficient) read the
+    cache once and keep the softmax statistics in fp32, and none of the CPU measurements apply there."""
     with torch.autocast(q.device.type, enabled=False):
         q = q.to(k.dtype)
+        if q.device.type != "cpu":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         fused = decode_kernel.kernel() if decode_kernel.supports(q, k, v) else None
         if fused is not None:
             return fused(q, k, v, mask)
-        if mask is None and (k.dtype == torch.float32 or q.device.type != "cpu"):  # measured on CPU only
+        if mask is None and k.dtype == torch.float32:
             return F.scaled_dot_product_attention(q, k, v)
         scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)
         if mask is not None:

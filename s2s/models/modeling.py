@@ -18,6 +18,7 @@ from s2s.generation.configuration import CONFIG_NAME as GENERATION_CONFIG_NAME
 from s2s.generation.configuration import GenerationConfig
 from s2s.generation.outputs import GenerateOutput
 from s2s.generation.search import generate as run_generation
+from s2s.generation.stopping import reads_stall
 from s2s.loss import IGNORE_INDEX, token_cross_entropy_sum
 from s2s.models.cache import TransformerCache
 from s2s.models.configuration import TransformerConfig
@@ -38,11 +39,13 @@ class EncoderState:
 def source_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     """(B, S) 0/1 -> bool (B, 1, 1, S), or None when nothing is padded (lets SDPA take its fastest path).
 
+    On CUDA the mask is always built: finding out that nothing is padded would read the device on the host
+    (a sync per forward pass), and a batch of real data nearly always holds padding anyway.
     A source with no real token would make every attention weight -inf (NaN); its first position is kept."""
     if attention_mask is None:
         return None
     mask = attention_mask.bool()
-    if bool(mask.all()):
+    if not reads_stall(mask.device) and bool(mask.all()):
         return None
     mask = mask.clone()
     mask[:, 0] |= ~mask.any(dim=1)
@@ -50,8 +53,11 @@ def source_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
 
 
 def decoder_self_mask(decoder_attention_mask: Tensor | None, length: int) -> Tensor | None:
-    """Causal mask combined with target padding, or None (causal only, via `is_causal=True`)."""
-    if decoder_attention_mask is None or bool(decoder_attention_mask.bool().all()):
+    """Causal mask combined with target padding, or None (causal only, via `is_causal=True`); on CUDA
+    built whenever a padding mask is given (see `source_padding_mask`)."""
+    if decoder_attention_mask is None:
+        return None
+    if not reads_stall(decoder_attention_mask.device) and bool(decoder_attention_mask.bool().all()):
         return None
     device = decoder_attention_mask.device
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
