@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from s2s.rng_state import rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +97,6 @@ def gather_rng_states() -> list[dict] | None:
     shapes), so after a resume each must restore its own state, not rank 0's."""
     if not is_distributed():
         return None
-    from s2s.checkpointing import rng_state
-
     return all_gather_object(rng_state())
 
 
@@ -108,8 +109,6 @@ def wrap_ddp(model: torch.nn.Module, args) -> torch.nn.Module:
     """Wrap ``model`` in DistributedDataParallel when a process group is running; else return it as is."""
     if not is_distributed():
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     kwargs: dict[str, Any] = {}
     if args.ddp_find_unused_parameters is not None:
@@ -127,7 +126,7 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel) or (
+        elif isinstance(model, DistributedDataParallel) or (
             hasattr(model, "module")
             and isinstance(model.module, torch.nn.Module)
             and type(model).__name__ in ("FullyShardedDataParallel", "DataParallel")

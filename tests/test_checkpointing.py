@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file, save_model
 from torch import nn
 
+from s2s import atomic_folder
 from s2s import checkpointing as ckpt
 from s2s.checkpointing import (
     CheckpointError,
@@ -179,7 +180,7 @@ def test_manifest_lists_every_file_with_size_and_sha256(tmp_path):
     }
     for name, entry in manifest["files"].items():
         assert entry["size"] == (path / name).stat().st_size
-        assert entry["sha256"] == ckpt._file_sha256(path / name)
+        assert entry["sha256"] == atomic_folder.file_sha256(path / name)
 
 
 def test_save_pretrained_models_and_generation_config(tmp_path):
@@ -274,7 +275,7 @@ def test_failed_resave_between_renames_restores_the_old_checkpoint(tmp_path, mon
             raise OSError(errno.EACCES, "Permission denied", str(dst))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "replace", replace)
+    monkeypatch.setattr(atomic_folder.os, "replace", replace)
     with pytest.raises(CheckpointError, match="permission denied"):
         save_checkpoint(path, model=TiedLM())
     assert _tree(path) == before
@@ -283,12 +284,12 @@ def test_failed_resave_between_renames_restores_the_old_checkpoint(tmp_path, mon
 
 @pytest.mark.parametrize(
     ("target", "code", "hint"),
-    [
-        ("_write_json", errno.ENOSPC, "disk is full"),
-        ("_write_torch", errno.ENOSPC, "disk is full"),
-        ("_write_manifest", errno.ENOSPC, "disk is full"),
-        ("_fsync_file", errno.EDQUOT, "quota"),
-        ("save_model_weights", errno.EACCES, "permission denied"),
+    [  # (module, name): the content writer's steps in ckpt, the atomic-folder protocol's in atomic_folder
+        ((ckpt, "_write_json"), errno.ENOSPC, "disk is full"),
+        ((ckpt, "_write_torch"), errno.ENOSPC, "disk is full"),
+        ((atomic_folder, "write_manifest"), errno.ENOSPC, "disk is full"),
+        ((atomic_folder, "fsync_file"), errno.EDQUOT, "quota"),
+        ((ckpt, "save_model_weights"), errno.EACCES, "permission denied"),
     ],
 )
 def test_save_failure_raises_clear_error_and_keeps_previous_checkpoints(
@@ -300,7 +301,7 @@ def test_save_failure_raises_clear_error_and_keeps_previous_checkpoints(
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(ckpt, target, fail)
+    monkeypatch.setattr(*target, fail)
     with pytest.raises(CheckpointError) as info:
         _save(tmp_path / "checkpoint-6")
     message = str(info.value)
@@ -325,7 +326,7 @@ def test_interrupt_during_save_removes_the_temporary_folder(tmp_path, monkeypatc
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "_write_manifest", interrupted)
+    monkeypatch.setattr(atomic_folder, "write_manifest", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _save(tmp_path / "checkpoint-3")
     assert list(tmp_path.iterdir()) == []
@@ -479,7 +480,7 @@ def test_pickled_objects_in_a_checkpoint_are_refused(tmp_path):
     marker = tmp_path / "code-was-executed"
     with open(path / "optimizer.pt", "wb") as f:
         torch.save({"state": {}, "param_groups": [], "evil": Payload(str(marker))}, f, pickle_module=pickle)
-    ckpt._write_manifest(path)  # a consistent manifest: the attacker controls the whole folder
+    atomic_folder.write_manifest(path)  # a consistent manifest: the attacker controls the whole folder
     model = TiedLM()
     with pytest.raises(
         CheckpointError, match=r"optimizer.pt was refused: it contains pickled Python objects"

@@ -33,7 +33,7 @@ import os, random, sys, time
 import torch
 from safetensors.torch import save_file
 
-from s2s import checkpointing
+from s2s import atomic_folder
 from s2s.callbacks import TrainerCallback
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration
 from s2s.trainer import Trainer
@@ -43,13 +43,13 @@ output_dir, max_steps, mode, final = sys.argv[1], int(sys.argv[2]), sys.argv[3],
 save_steps = int(os.environ.get("S2S_TEST_SAVE_STEPS", "1"))
 delay = float(os.environ.get("S2S_TEST_SAVE_DELAY", "0"))
 if delay:  # widen the window in which a kill lands in the middle of a save
-    fsync = checkpointing._fsync_file
+    fsync = atomic_folder.fsync_file
 
     def slow_fsync(path):
         time.sleep(delay)
         fsync(path)
 
-    checkpointing._fsync_file = slow_fsync
+    atomic_folder.fsync_file = slow_fsync
 
 
 class PrintSteps(TrainerCallback):
