@@ -105,12 +105,13 @@ def cpu_dropout(x: Tensor, p: float) -> Tensor:
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` with the faster mask of `cpu_dropout` on CPU; the framework's kernel elsewhere."""
+    """`nn.Dropout` with the faster mask of `cpu_dropout` on CPU; the framework's kernel elsewhere and under
+    `torch.compile`, which fuses that kernel into its graph (it cannot trace `cpu_dropout`'s in-place draw)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or self.p >= 1.0:
+        if x.device.type != "cpu" or self.p >= 1.0 or torch.compiler.is_compiling():
             return F.dropout(x, self.p, training=True, inplace=self.inplace)
         return cpu_dropout(x, self.p)
 

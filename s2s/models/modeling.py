@@ -36,16 +36,22 @@ class EncoderState:
     source_mask: Tensor | None
 
 
+def _may_read(tensor: Tensor) -> bool:
+    """Whether reading ``tensor`` on the host is free: not on CUDA (a device sync), not while compiling."""
+    return not reads_stall(tensor.device) and not torch.compiler.is_compiling()
+
+
 def source_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     """(B, S) 0/1 -> bool (B, 1, 1, S), or None when nothing is padded (lets SDPA take its fastest path).
 
-    On CUDA the mask is always built: finding out that nothing is padded would read the device on the host
-    (a sync per forward pass), and a batch of real data nearly always holds padding anyway.
+    On CUDA and under `torch.compile` the mask is always built: finding out that nothing is padded would read
+    the device on the host (a sync per forward pass on CUDA, a graph break when compiling), and a batch of
+    real data nearly always holds padding anyway.
     A source with no real token would make every attention weight -inf (NaN); its first position is kept."""
     if attention_mask is None:
         return None
     mask = attention_mask.bool()
-    if not reads_stall(mask.device) and bool(mask.all()):
+    if _may_read(mask) and bool(mask.all()):
         return None
     mask = mask.clone()
     mask[:, 0] |= ~mask.any(dim=1)
@@ -53,11 +59,11 @@ def source_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
 
 
 def decoder_self_mask(decoder_attention_mask: Tensor | None, length: int) -> Tensor | None:
-    """Causal mask combined with target padding, or None (causal only, via `is_causal=True`); on CUDA
-    built whenever a padding mask is given (see `source_padding_mask`)."""
+    """Causal mask combined with target padding, or None (causal only, via `is_causal=True`); on CUDA and
+    under `torch.compile` built whenever a padding mask is given (see `source_padding_mask`)."""
     if decoder_attention_mask is None:
         return None
-    if not reads_stall(decoder_attention_mask.device) and bool(decoder_attention_mask.bool().all()):
+    if _may_read(decoder_attention_mask) and bool(decoder_attention_mask.bool().all()):
         return None
     device = decoder_attention_mask.device
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
