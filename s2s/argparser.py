@@ -10,6 +10,11 @@ Field types map to argparse as follows: `bool` -> `--x` or `--x true/false/yes/n
 the default is True); `Literal[...]` and `Enum` -> a fixed set of choices; `list[T]` -> one or more values;
 `dict` -> a JSON object string; `X | None` -> X. The help of each option is the docstring written under the
 field (or `metadata["help"]`).
+
+A dataclass may also declare `refused_arguments`, a table of argument names it recognises but cannot honour
+(`TrainingArguments` declares Hugging Face's `--push_to_hub`, `--deepspeed`, ...). Those are parsed too, from
+the command line and from config files, and handed to the dataclass, whose constructor refuses them with the
+reason and the alternative; `--help` lists them at the end instead of calling them unknown.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from s2s.arguments.refused import refused_help
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -207,10 +214,17 @@ class ArgumentParser(argparse.ArgumentParser):
             dataclass_types = [dataclass_types]
         self.dataclass_types: list[type] = list(dataclass_types)
         self._kinds: dict[type, dict[str, _Kind]] = {}
+        # refused argument name -> (the dataclass whose table refuses it, its entry in that table)
+        self._refused: dict[str, tuple[type, Any]] = {}
         for dtype in self.dataclass_types:
             if not (isinstance(dtype, type) and dataclasses.is_dataclass(dtype)):
                 raise TypeError(f"ArgumentParser takes dataclass types, got {dtype!r}")
             self._add_dataclass_arguments(dtype)
+        for dtype in self.dataclass_types:
+            self._add_refused_arguments(dtype)
+        if self._refused:
+            table = {name: refused for name, (_, refused) in self._refused.items()}
+            self.epilog = "\n\n".join(part for part in (self.epilog, refused_help(table)) if part)
 
     # ------------------------------------------------------------------------------------ building
     def _add_dataclass_arguments(self, dtype: type) -> None:
@@ -230,10 +244,27 @@ class ArgumentParser(argparse.ArgumentParser):
             kind = kinds[f.name] = _Kind(hints[f.name])
             self._add_field(group, f, kind, docs.get(f.name) or f.metadata.get("help", ""))
 
+    def _add_refused_arguments(self, dtype: type) -> None:
+        """Hidden options for the names in `dtype.refused_arguments` that no dataclass of this parser has as a
+        field: parsed (so the dataclass refuses them with its reason), listed in the epilog, not in the groups.
+        Given alone (`--deepspeed`), an option means True, so it always reaches that refusal."""
+        for name, refused in getattr(dtype, "refused_arguments", {}).items():
+            if name in self._all_field_names() or name in self._refused:
+                continue
+            self._refused[name] = (dtype, refused)
+            convert = string_to_bool if isinstance(refused.off, bool) else str
+            self.add_argument(
+                *_option_names(name),
+                dest=name,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+                type=convert,
+                nargs="?",
+                const=True,
+            )
+
     def _add_field(self, group: Any, f: dataclasses.Field, kind: _Kind, doc: str) -> None:
-        names = [f"--{f.name}"]
-        if "_" in f.name:
-            names.append(f"--{f.name.replace('_', '-')}")
+        names = _option_names(f.name)
         default = _default_of(f)
         required = default is dataclasses.MISSING
         help_text = doc + ("" if required else f" (default: {_show(default)})")
@@ -294,7 +325,7 @@ class ArgumentParser(argparse.ArgumentParser):
             options = [o for a in self._actions for o in a.option_strings]
             raise ValueError(_unknown_keys_message(remaining, options, source="the command line"))
         outputs = self._build(values, allow_extra_keys=False, source=source)
-        extra = {k: v for k, v in vars(namespace).items() if k not in self._all_field_names()}
+        extra = {k: v for k, v in vars(namespace).items() if k not in self._known_names()}
         if extra:
             outputs.append(argparse.Namespace(**extra))
         if return_remaining_strings:
@@ -362,8 +393,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def _all_field_names(self) -> set[str]:
         return {name for kinds in self._kinds.values() for name in kinds}
 
+    def _known_names(self) -> set[str]:
+        """Field names and refused names: the keys that belong to the dataclasses."""
+        return self._all_field_names() | set(self._refused)
+
     def _build(self, values: dict[str, Any], *, allow_extra_keys: bool, source: str) -> list[Any]:
-        known = self._all_field_names()
+        known = self._known_names()
         # Options added by the caller with add_argument are theirs, not unknown keys.
         own = {a.dest for a in self._actions if a.dest not in known}
         unknown = [k for k in values if k not in known and k not in own]
@@ -376,6 +411,11 @@ class ArgumentParser(argparse.ArgumentParser):
             for name, kind in kinds.items():
                 if name in values:
                     inputs[name] = kind.coerce(name, values[name])
+            for name, (owner, refused) in self._refused.items():
+                if (
+                    owner is dtype and name in values
+                ):  # the constructor refuses it, or accepts its "off" value
+                    inputs[name] = _coerce_refused(refused, values[name])
             missing = [
                 f.name
                 for f in dataclasses.fields(dtype)
@@ -388,6 +428,22 @@ class ArgumentParser(argparse.ArgumentParser):
                 )
             outputs.append(dtype(**inputs))
         return outputs
+
+
+def _option_names(name: str) -> list[str]:
+    """`--name`, and `--name-with-dashes` when the name has underscores."""
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+def _coerce_refused(refused: Any, value: Any) -> Any:
+    """A config file's "false" for a refused flag whose harmless value is False is that value, as on the
+    command line; anything else is passed on as written, for the constructor to refuse."""
+    if isinstance(refused.off, bool) and type(value) is str:
+        try:
+            return string_to_bool(value)
+        except argparse.ArgumentTypeError:
+            return value
+    return value
 
 
 def _default_of(f: dataclasses.Field) -> Any:

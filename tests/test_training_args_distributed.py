@@ -15,6 +15,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     try:
         args = TrainingArguments(output_dir=out_dir, use_cpu=True, local_rank=rank, report_to="none")
         assert (args.world_size, args.process_index, args.should_save) == (world_size, rank, rank == 0)
+        assert args.parallel_mode.value == "distributed"
         cache = Path(out_dir) / "cache.txt"
         with args.main_process_first(desc="building the cache"):
             if rank == 0:
