@@ -212,8 +212,8 @@ class TrainingArguments(ProcessRoles, metaclass=RefusesArguments):
 
     # ---------------------------------------------------------------- logging
     log_level: Literal["debug", "info", "warning", "error", "critical", "passive"] = "passive"
-    """Log level of the main process: debug, info, warning, error, critical, or passive (leave the level the
-    application set)."""
+    """Log level of the main process: debug, info, warning, error, critical, or passive (the level the
+    application set on the s2s or root logger; INFO when it set none, see `get_process_log_level`)."""
 
     log_level_replica: Literal["debug", "info", "warning", "error", "critical", "passive"] = "warning"
     """Log level of the other processes (same choices as `log_level`)."""
