@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,16 @@ def with_seq2seq(toolkits: dict[str, Toolkit]) -> dict[str, Toolkit]:
     return {side: toolkit for side, toolkit in toolkits.items() if toolkit.Seq2SeqTrainer is not None}
 
 
-def step_timer(toolkit: Toolkit, *, start_step: int, end_step: int):
+def step_timer(
+    toolkit: Toolkit, *, start_step: int, end_step: int, synchronize: Callable[[], None] | None = None
+):
     """A callback that times optimizer steps start_step+1 .. end_step (from the end of step `start_step` to
-    the end of step `end_step`), so trainer set-up and warm-up steps are left out, then stops training."""
+    the end of step `end_step`), so trainer set-up and warm-up steps are left out, then stops training.
+
+    On a GPU the end of a step on the host is not the end of its work: a trainer that never waits on the
+    device runs ahead of it. `synchronize` (e.g. `torch.cuda.synchronize`) is called before each clock
+    reading, so the time covers the device's work of exactly those steps."""
+    wait = synchronize or (lambda: None)
 
     class StepTimer(toolkit.TrainerCallback):
         def __init__(self) -> None:
@@ -132,8 +140,10 @@ def step_timer(toolkit: Toolkit, *, start_step: int, end_step: int):
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == start_step:
+                wait()
                 self.started = time.perf_counter()
             elif state.global_step == end_step and self.started is not None:
+                wait()
                 self.seconds = time.perf_counter() - self.started
                 control.should_training_stop = True
             return control
