@@ -48,3 +48,11 @@ bench-quick: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# On a CUDA machine, from the source folder (no install needed): the cuda tests, then the GPU comparison with
+# Hugging Face; results.json/.md in GPU_OUT (see bench/gpu/__main__.py).
+GPU_PYTHON ?= python3
+GPU_OUT ?= bench/results/gpu
+.PHONY: gpu-check
+gpu-check:
+	PYTHONUNBUFFERED=1 PYTHONPATH=. $(GPU_PYTHON) -m bench.gpu --out $(GPU_OUT)

@@ -39,7 +39,7 @@ class Settings:
 FULL = Settings(
     name="full",
     model={"d_model": 512, "encoder_layers": 6, "decoder_layers": 6, "num_heads": 8, "ffn_dim": 2048},
-    caps={"environment": 30, "tests": 150, "peak": 30, "training": 120, "generation": 90},
+    caps={"environment": 20, "tests": 140, "peak": 20, "training": 110, "generation": 80},
 )
 
 TINY = Settings(
