@@ -1,15 +1,21 @@
 """The evaluation/prediction loop: what goes into ``compute_metrics``, and the eval loss.
 
-Three things differ from Hugging Face's loop on purpose:
+Some things differ from Hugging Face's loop on purpose:
 
-- the eval loss is the sum of token losses over the set divided by its target tokens (a corpus-level
-  figure), not a mean of per-batch means (ANCHORS F8);
+- the eval loss is the sum of token losses over the set divided by its target tokens: a corpus-level figure
+  that does not depend on how the set was cut into batches (a mean of per-batch means weighs the tokens of a
+  short batch more);
 - predictions are padded across batches with the pad token id, never -100, so decoding them never crashes
-  (F7); label ids keep -100 (``Seq2SeqTrainer`` replaces it before metrics);
-- batches may come longest-first, and predictions go back to dataset order before anyone sees them (F13);
+  (a tokenizer cannot decode -100); label ids keep -100 (``Seq2SeqTrainer`` replaces it before metrics);
+- batches may come longest-first (tight batches, and an out-of-memory shows at the first one), and
+  predictions go back to dataset order before anyone sees them;
 - under torch.distributed each process evaluates its shard (every ``world_size``-th example of the order);
   every row carries its dataset index, and the rows gathered from all processes come back in dataset order
-  with each example exactly once (Hugging Face's Seq2SeqTrainer returns padding duplicates, F4).
+  with each example exactly once (a sampler that pads shards with repeats would otherwise count some
+  examples twice in the metrics, as Hugging Face's Seq2SeqTrainer does).
+
+The loop knows nothing of the trainer: the override points it calls are the ``EvaluationSteps`` protocol,
+and everything else comes in an ``EvaluationSetup``.
 
 ``preprocess_logits_for_metrics`` runs on each batch before anything is kept, so an argmax keeps memory flat
 in the size of the eval set instead of holding (examples x length x vocabulary) logits.
@@ -17,16 +23,20 @@ in the size of the eval set instead of holding (examples x length x vocabulary) 
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from s2s import distributed
+from s2s.batch import batch_size_of
 from s2s.distributed import all_reduce_sum
 from s2s.loss import IGNORE_INDEX
 
@@ -171,7 +181,7 @@ def gather_in_dataset_order(
 ) -> tuple[np.ndarray, tuple[Nested | None, ...]]:
     """Gather ``(dataset index, rows)`` from every process, keep the first row of each index and sort by
     index. So shards of a length-sorted order, or a sampler that pads shards with repeats, still yield each
-    example once, in dataset order (ANCHORS F4, F13). ``parts`` are row-aligned with ``index``;
+    example once, in dataset order. ``parts`` are row-aligned with ``index``;
     ``pad_values`` pad each across processes (their rows may have different lengths)."""
     if distributed.is_distributed():
         gathered = distributed.all_gather_object((index, parts))
@@ -196,95 +206,161 @@ def _concat_gathered(values: list[Nested | None], pad_value: int | float) -> Nes
 
 
 # ------------------------------------------------------------------------------------------- the loop
-def batch_size_of(inputs: dict[str, Any]) -> int:
-    for value in inputs.values():
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return int(value.shape[0])
-    raise ValueError(f"cannot tell the batch size: no tensor among the batch keys {sorted(inputs)}")
+class EvaluationSteps(Protocol):
+    """The override points the loop calls, so that a subclass changes a step, not the loop. ``Trainer``
+    implements them (its public methods of the same names); ``Seq2SeqTrainer`` overrides several."""
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None,
+    ) -> tuple[torch.Tensor | None, Any, Any]:
+        """(summed loss or None, predictions or None, labels or None) of one batch."""
+
+    def predictions_of_batch(self, logits: Any, labels: Any, *, batch_size: int) -> Any:
+        """What is kept of one batch's predictions."""
+
+    def keeps_eval_inputs(self) -> bool:
+        """Whether to keep the model's main input of each row."""
+
+    def gather_eval_rows(
+        self, index: np.ndarray, parts: tuple[Nested | None, ...], *, pad_values: tuple, sharded: bool
+    ) -> tuple[np.ndarray, tuple[Nested | None, ...]]:
+        """Every process's rows, each example once, by dataset index."""
+
+    def postprocess_label_ids(self, label_ids: Nested) -> Nested:
+        """The gathered labels, before ``compute_metrics`` sees them."""
+
+    def extra_eval_metrics(self, predictions: Nested | None, label_ids: Nested | None) -> dict[str, float]:
+        """Metrics of the trainer's own (e.g. ``gen_len``); they win over ``compute_metrics``'s."""
+
+
+@dataclass(frozen=True)
+class EvaluationSetup:
+    """Everything else the loop needs, passed in by the trainer."""
+
+    model: nn.Module  # ready to evaluate (eval mode, cast for full half-precision evaluation)
+    pad_id: int  # pads predictions and inputs across batches (never -100, so decoding them never fails)
+    main_input_name: str  # the input kept per row with ``keeps_eval_inputs``
+    loss_units: Callable[[Mapping[str, Any]], int]  # what a batch's summed loss is summed over
+    compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None
+    include_inputs_for_metrics: bool
+    eval_accumulation_steps: int | None  # move predictions to the CPU every this many batches
+    on_prediction_step: Callable[[], None] = lambda: None  # after each batch (the callbacks' hook)
+
+
+def model_for_evaluation(model: nn.Module, args, *, in_training: bool) -> nn.Module:
+    """``model`` in eval mode; cast to bf16/fp16 with ``bf16_full_eval``/``fp16_full_eval``, which changes
+    the weights, so only outside training."""
+    if not in_training:
+        if args.bf16_full_eval:
+            model = model.to(dtype=torch.bfloat16)
+        elif args.fp16_full_eval:
+            model = model.to(dtype=torch.float16)
+    model.eval()
+    return model
+
+
+class _Rows:
+    """What the loop accumulates over the batches of this process."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.predictions = BatchAccumulator(pad_id)
+        self.labels = BatchAccumulator(IGNORE_INDEX)
+        self.inputs = BatchAccumulator(pad_id)
+        self.indices: list[np.ndarray] = []  # each row's dataset index
+        self.loss_sum, self.loss_tokens, self.seen = 0.0, 0, 0
+
+    def to_cpu(self) -> None:
+        for acc in (self.predictions, self.labels, self.inputs):
+            acc.to_cpu()
+
+    def index(self) -> np.ndarray:
+        return np.concatenate(self.indices) if self.indices else np.zeros(0, dtype=np.int64)
 
 
 def run_evaluation_loop(
-    trainer,
+    steps: EvaluationSteps,
     dataloader,
+    setup: EvaluationSetup,
     *,
-    description: str,
     prediction_loss_only: bool,
     ignore_keys: list[str] | None,
     metric_key_prefix: str,
 ) -> EvalLoopOutput:
-    """The body of ``Trainer.evaluation_loop``. The trainer supplies the model, the callbacks,
-    ``compute_metrics`` and these override points, so that a subclass changes a step, not the loop:
-
-    - ``prediction_step(model, inputs, prediction_loss_only, ignore_keys)``: loss, predictions, labels;
-    - ``predictions_of_batch(logits, labels, batch_size=n)``: what is kept of one batch's predictions;
-    - ``gather_eval_rows(index, parts, pad_values=..., sharded=...)``: every process's rows, by dataset index;
-    - ``postprocess_label_ids(label_ids)``: the gathered labels, before ``compute_metrics`` sees them;
-    - ``extra_eval_metrics(predictions, label_ids)``: metrics of the trainer's own (e.g. ``gen_len``);
-    - ``keeps_eval_inputs()``: whether to keep the model's main input for each row."""
-    args = trainer.args
-    model = trainer._model_for_evaluation()
-    trainer.callback_handler.eval_dataloader = dataloader
-    trainer._past = None
-
-    pad = trainer.prediction_pad_id
-    predictions, labels_acc, inputs_acc = (
-        BatchAccumulator(pad),
-        BatchAccumulator(IGNORE_INDEX),
-        BatchAccumulator(pad),
-    )
-    keep_inputs = trainer.keeps_eval_inputs()
-    main_input = getattr(trainer.model, "main_input_name", "input_ids")
-    # The dataset index of every row this process evaluates (its shard of a possibly length-sorted order).
-    order = getattr(getattr(dataloader, "sampler", None), "order", None)
-    indices: list[np.ndarray] = []
-    loss_sum, loss_tokens, seen = 0.0, 0, 0
-
-    for step, inputs in enumerate(dataloader):
-        n = batch_size_of(inputs)
-        loss_units = trainer._loss_units(inputs)
-        loss, logits, labels = trainer.prediction_step(
-            model, inputs, prediction_loss_only, ignore_keys=ignore_keys
-        )
-        if loss is not None:
-            loss_sum += float(loss)
-            loss_tokens += loss_units
-        predictions.add(trainer.predictions_of_batch(logits, labels, batch_size=n))
-        labels_acc.add(labels)
-        if keep_inputs:
-            inputs_acc.add(inputs.get(main_input))
-        rows = order[seen : seen + n] if order is not None else range(seen, seen + n)
-        indices.append(np.asarray(rows, dtype=np.int64))
-        seen += n
-        trainer.control = trainer.callback_handler.on_prediction_step(args, trainer.state, trainer.control)
-        if args.eval_accumulation_steps is not None and (step + 1) % args.eval_accumulation_steps == 0:
-            for acc in (predictions, labels_acc, inputs_acc):
-                acc.to_cpu()
-
+    """The body of ``Trainer.evaluation_loop``: predict every batch of this process's shard, gather the rows
+    of all processes in dataset order, then metrics (see the module docstring)."""
+    rows = _predict_batches(steps, dataloader, setup, prediction_loss_only, ignore_keys)
     # Each process evaluated its shard: sum the loss statistics, gather the rows by dataset index.
-    loss_sum = all_reduce_sum(loss_sum)
-    loss_tokens = all_reduce_sum(loss_tokens)
-    index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-    index, (all_preds, all_labels, all_inputs) = trainer.gather_eval_rows(
-        index,
-        (predictions.result(), labels_acc.result(), inputs_acc.result()),
-        pad_values=(pad, IGNORE_INDEX, pad),
+    loss_sum, loss_tokens = all_reduce_sum(rows.loss_sum), all_reduce_sum(rows.loss_tokens)
+    order = getattr(getattr(dataloader, "sampler", None), "order", None)
+    index, (all_preds, all_labels, all_inputs) = steps.gather_eval_rows(
+        rows.index(),
+        (rows.predictions.result(), rows.labels.result(), rows.inputs.result()),
+        pad_values=(setup.pad_id, IGNORE_INDEX, setup.pad_id),
         sharded=order is not None,
     )
     if all_labels is not None:
-        all_labels = trainer.postprocess_label_ids(all_labels)
-
+        all_labels = steps.postprocess_label_ids(all_labels)
     metrics: dict[str, Any] = {}
-    if trainer.compute_metrics is not None and all_preds is not None and all_labels is not None:
-        eval_pred = EvalPrediction(
-            all_preds, all_labels, inputs=all_inputs if args.include_inputs_for_metrics else None
-        )
-        metrics = dict(trainer.compute_metrics(eval_pred))
+    if setup.compute_metrics is not None and all_preds is not None and all_labels is not None:
+        inputs = all_inputs if setup.include_inputs_for_metrics else None
+        metrics = dict(setup.compute_metrics(EvalPrediction(all_preds, all_labels, inputs=inputs)))
     # The trainer's own metrics win over a compute_metrics entry of the same name.
-    metrics.update(trainer.extra_eval_metrics(all_preds, all_labels))
+    metrics.update(steps.extra_eval_metrics(all_preds, all_labels))
     if loss_tokens > 0:
         metrics["loss"] = loss_sum / loss_tokens
     metrics = prefix_metrics(metrics, metric_key_prefix)
     return EvalLoopOutput(all_preds, all_labels, metrics, len(index), inputs=all_inputs)
+
+
+def _predict_batches(
+    steps: EvaluationSteps,
+    dataloader,
+    setup: EvaluationSetup,
+    prediction_loss_only: bool,
+    ignore_keys: list[str] | None,
+) -> _Rows:
+    rows = _Rows(setup.pad_id)
+    keep_inputs = steps.keeps_eval_inputs()
+    # The dataset index of every row this process evaluates (its shard of a possibly length-sorted order).
+    order = getattr(getattr(dataloader, "sampler", None), "order", None)
+    for step, inputs in enumerate(dataloader):
+        n = batch_size_of(inputs)
+        units = setup.loss_units(inputs)
+        loss, logits, labels = steps.prediction_step(
+            setup.model, inputs, prediction_loss_only, ignore_keys=ignore_keys
+        )
+        if loss is not None:
+            rows.loss_sum += float(loss)
+            rows.loss_tokens += units
+        rows.predictions.add(steps.predictions_of_batch(logits, labels, batch_size=n))
+        rows.labels.add(labels)
+        if keep_inputs:
+            rows.inputs.add(inputs.get(setup.main_input_name))
+        positions = order[rows.seen : rows.seen + n] if order is not None else range(rows.seen, rows.seen + n)
+        rows.indices.append(np.asarray(positions, dtype=np.int64))
+        rows.seen += n
+        setup.on_prediction_step()
+        if setup.eval_accumulation_steps is not None and (step + 1) % setup.eval_accumulation_steps == 0:
+            rows.to_cpu()
+    return rows
+
+
+def write_predictions_jsonl(output: EvalLoopOutput, path: Path) -> None:
+    """One JSON line per example: ``id`` (dataset index), ``prediction`` and, with labels, ``label`` (the
+    first array of each when they are tuples)."""
+    preds = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
+    labels = output.label_ids[0] if isinstance(output.label_ids, (tuple, list)) else output.label_ids
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for i, pred in enumerate(preds):
+            record = {"id": i, "prediction": np.asarray(pred).tolist()}
+            if labels is not None:
+                record["label"] = np.asarray(labels[i]).tolist()
+            f.write(json.dumps(record) + "\n")
 
 
 def prefix_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -1,27 +1,30 @@
 """Fully sharded data parallel training through ``torch.distributed.fsdp.FullyShardedDataParallel``.
 
-What the Trainer needs from FSDP, and nothing else:
+What ``s2s.strategy.FSDPStrategy`` needs from FSDP, and nothing else:
 
-- ``wrap_fsdp(model, args)``: shard the model (``fsdp="full_shard"`` / ``"shard_grad_op"`` / ``"no_shard"`` /
-  ``"hybrid_shard"``, plus ``"offload"`` for CPU offload on GPUs), auto-wrapping each transformer layer
-  (``fsdp_transformer_layer_cls_to_wrap``; default: the s2s ``EncoderLayer``/``DecoderLayer``, or a Hugging Face
-  model's ``_no_split_modules``) or every module with ``fsdp_min_num_params`` parameters. ``use_orig_params``
-  is always on, so the optimizer sees the model's own parameters and weight decay groups keep working.
-- ``full_state_dicts`` / ``load_full_state``: checkpoints hold the **full** (unsharded) model as safetensors and
-  the full optimizer state, keyed by parameter names, exactly like a checkpoint of a single process; so a run
-  trained with FSDP resumes with FSDP on another number of processes, or without FSDP, and the model folder
-  loads with ``from_pretrained``. Gathering is collective (every rank calls it); rank 0 receives the tensors
-  (on CPU) and writes them.
+- ``check_fsdp_arguments(args)``: the sharding options that cannot work, refused when the Trainer is built;
+- ``wrap_fsdp(model, args)``: shard the model (``fsdp="full_shard"`` / ``"shard_grad_op"`` / ``"no_shard"``
+  / ``"hybrid_shard"``, plus ``"offload"`` for CPU offload on GPUs), auto-wrapping each transformer layer
+  (``fsdp_transformer_layer_cls_to_wrap``; default: the s2s ``EncoderLayer``/``DecoderLayer``, or a Hugging
+  Face model's ``_no_split_modules``) or every module with ``fsdp_min_num_params`` parameters.
+  ``use_orig_params`` is always on, so the optimizer sees the model's own parameters and weight decay groups
+  keep working.
+- ``full_state_dicts`` / ``load_full_state`` / ``load_full_optimizer_state``: checkpoints hold the **full**
+  (unsharded) model as safetensors and the full optimizer state, keyed by parameter names, exactly like a
+  checkpoint of a single process; so a run trained with FSDP resumes with FSDP on another number of
+  processes, or without FSDP, and the model folder loads with ``from_pretrained``. Gathering is collective
+  (every rank calls it); rank 0 receives the tensors (on CPU) and writes them.
 - ``full_parameters(model)``: evaluation (and ``generate``) runs inside ``summon_full_params(writeback=False)``
-  on the plain module: each rank gathers the full parameters once, then decodes on its own. ``generate`` stops at a different
-  step on every rank and ranks evaluate a different number of batches; a sharded forward would need every
-  rank at every step (an all-gather per layer) and hang. The price is the full model in memory during
-  evaluation, as with DDP.
+  on the plain module: each rank gathers the full parameters once, then decodes on its own. ``generate``
+  stops at a different step on every rank and ranks evaluate a different number of batches; a sharded
+  forward would need every rank at every step (an all-gather per layer) and hang. The price is the full
+  model in memory during evaluation, as with DDP.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterator
@@ -31,6 +34,10 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+# torch.distributed.fsdp is imported inside the functions that use it ("# lazy"): it takes over a second to
+# import and is missing from torch builds without distributed support, and a run that does not shard never
+# needs it.
 
 DEFAULT_LAYER_CLASSES = ("EncoderLayer", "DecoderLayer")
 """The s2s Transformer's layer classes: one FSDP unit per layer (all-gathered just before it runs)."""
@@ -46,8 +53,28 @@ FSDP_CONFIG_KEYS = {
 }
 
 
+def check_fsdp_arguments(args) -> None:
+    """Refuse sharding options that cannot work, naming the fix: ``fsdp_config`` without ``fsdp``, unknown
+    ``fsdp_config`` keys, and the flags that rebuild, compile or cast the module FSDP flattens."""
+    if args.fsdp_config and not args.fsdp:
+        raise ValueError(
+            "fsdp_config is set but fsdp is empty: set fsdp='full_shard' (or shard_grad_op, no_shard, "
+            "hybrid_shard) to shard the model, or remove fsdp_config"
+        )
+    if not args.fsdp:
+        return
+    fsdp_settings(args)  # unknown fsdp_config keys fail now, not at the first step
+    names = ("auto_find_batch_size", "torch_compile", "bf16_full_eval", "fp16_full_eval")
+    clashes = [name for name in names if getattr(args, name)]
+    if clashes:
+        raise ValueError(
+            f"fsdp={args.fsdp} cannot be combined with {clashes}: they rebuild, compile or cast the "
+            "module that FSDP has flattened into shards; remove them (or fsdp)"
+        )
+
+
 def is_fsdp(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp import FullyShardedDataParallel  # lazy
 
     return isinstance(model, FullyShardedDataParallel)
 
@@ -98,7 +125,7 @@ def layer_classes(model: nn.Module, names: str | list[str] | None) -> set[type[n
 
 
 def auto_wrap_policy(model: nn.Module, settings: dict[str, Any]):
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy, size_based_auto_wrap_policy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy, size_based_auto_wrap_policy  # lazy
 
     if settings.get("min_num_params"):
         return functools.partial(size_based_auto_wrap_policy, min_num_params=int(settings["min_num_params"]))
@@ -117,8 +144,8 @@ def auto_wrap_policy(model: nn.Module, settings: dict[str, Any]):
 
 def wrap_fsdp(model: nn.Module, args) -> nn.Module:
     """``model`` wrapped in ``FullyShardedDataParallel`` as the arguments ask (see the module docstring)."""
-    from torch.distributed.fsdp import BackwardPrefetch, CPUOffload, ShardingStrategy
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp import BackwardPrefetch, CPUOffload, ShardingStrategy  # lazy
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # lazy
 
     if is_fsdp(model):
         return model
@@ -169,7 +196,7 @@ def _sync_module_states(settings: dict[str, Any], device: torch.device) -> bool:
 
 # ------------------------------------------------------------------------------------------- state
 def _options(*, rank0_only: bool):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    from torch.distributed.checkpoint.state_dict import StateDictOptions  # lazy
 
     # cpu_offload with full_state_dict: only rank 0 receives the tensors, on the CPU (the others get {}).
     return StateDictOptions(full_state_dict=True, cpu_offload=rank0_only)
@@ -181,7 +208,7 @@ def full_state_dicts(
     """The full model and optimizer state dicts, keyed by parameter names. Collective: every rank calls it.
     With ``rank0_only`` (default) the other ranks get empty dicts; else every rank gets them, moved to CPU
     (``save_on_each_node``)."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict  # lazy
 
     # On CPU processes every rank receives the tensors: torch's rank-0-only gathering offloads to the CPU
     # what is already there and crashes (segmentation fault in the state-dict hook, torch 2.13).
@@ -206,19 +233,13 @@ def _to_cpu(value: Any) -> Any:
 
 
 def load_full_state(
-    model: nn.Module,
-    model_state: dict[str, torch.Tensor],
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    optim_state: dict[str, Any] | None = None,
-    source: str = "the checkpoint",
+    model: nn.Module, model_state: dict[str, torch.Tensor], *, source: str = "the checkpoint"
 ) -> None:
-    """Load full (unsharded) state dicts into the sharded ``model`` and ``optimizer``; every rank passes the
-    same dicts (read from the checkpoint folder). Missing or unexpected weights raise, naming them."""
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    """Load full (unsharded) weights into the sharded ``model``; every rank passes the same dict (read from the
+    checkpoint folder). Missing or unexpected weights raise, naming them."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict  # lazy
 
-    options = _options(rank0_only=False)
-    result = set_model_state_dict(model, model_state, options=_strict_false(options))
+    result = set_model_state_dict(model, model_state, options=_strict_false(_options(rank0_only=False)))
     tied = set(getattr(model.module, "_tied_weights_keys", None) or [])
     missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
@@ -226,13 +247,19 @@ def load_full_state(
             f"{source} does not fit {type(model.module).__name__}: missing weights {missing[:5]}, unexpected "
             f"weights {list(result.unexpected_keys)[:5]}; checkpoint from another model?"
         )
-    if optimizer is not None and optim_state is not None:
-        set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+
+
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, optim_state: dict[str, Any]
+) -> None:
+    """Load a full optimizer state (keyed by parameter names, as ``full_state_dicts`` returns it) into the
+    optimizer of the sharded ``model``; every rank passes the same dict."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict  # lazy
+
+    set_optimizer_state_dict(model, optimizer, optim_state, options=_options(rank0_only=False))
 
 
 def _strict_false(options):
-    import dataclasses
-
     return dataclasses.replace(options, strict=False)
 
 
@@ -249,7 +276,7 @@ def full_parameters(model: nn.Module) -> Iterator[None]:
     if not is_fsdp(model):
         yield
         return
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # lazy
 
     with FSDP.summon_full_params(model, writeback=False):
         swapped = [

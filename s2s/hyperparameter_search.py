@@ -1,7 +1,8 @@
 """Hyper-parameter search with optuna: each trial trains a fresh model on a copy of the arguments.
 
 ``Trainer.hyperparameter_search`` calls ``run_hyperparameter_search``; the training loop reports the eval
-metric to the trial (``report_to_trial``) so that optuna's pruners can stop a bad trial early.
+metric to the trial (``report_to_trial``) so that optuna's pruners can stop a bad trial early. The search
+uses only the public members of the trainer listed in ``SearchableTrainer``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,21 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from s2s.callbacks import TrainerState, best_metric_spec, lookup_metric
+
+
+class SearchableTrainer(Protocol):
+    """What the search uses of a trainer (``Trainer`` is one)."""
+
+    args: Any  # replaced by each trial's copy while the trial runs, put back after it
+    state: Any  # a fresh TrainerState per trial, naming the trial and its parameters
+    model_init: Callable[..., Any] | None  # builds each trial's fresh model
+
+    def train(self, *, trial: Any = None) -> Any: ...
+
+    def evaluate(self) -> dict[str, float]: ...
 
 
 class BestRun(NamedTuple):
@@ -29,8 +42,7 @@ def default_objective(metrics: dict[str, float]) -> float:
 
 
 def run_hyperparameter_search(
-    trainer,
-    *,
+    trainer: SearchableTrainer,
     hp_space: Callable[[Any], dict[str, Any]] | None = None,
     compute_objective: Callable[[dict[str, float]], float] | None = None,
     n_trials: int = 20,
@@ -45,7 +57,7 @@ def run_hyperparameter_search(
     if backend != "optuna":
         raise ValueError(f"hyperparameter_search backend={backend!r} is not supported; use backend='optuna'")
     try:
-        import optuna
+        import optuna  # optional dependency (the optuna extra): needed only for a search
     except ImportError as err:
         raise ImportError("hyperparameter_search needs optuna: pip install 's2s-toolkit[optuna]'") from err
     if trainer.model_init is None:

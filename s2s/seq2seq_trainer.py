@@ -1,9 +1,10 @@
 """``Seq2SeqTrainer``: the generic ``Trainer`` plus evaluation by generation, done right.
 
-What it adds, and why (ANCHORS F1, F4, F7, F8, F13):
+What it adds, and why:
 
 - ``sortish_sampler=True`` really trains in ``samplers.SortishSampler`` order (in Hugging Face nothing reads
-  the flag), and the sampler and generation settings are logged when training starts;
+  the flag, so it silently trains in random order), and the sampler and generation settings are logged when
+  training starts;
 - generation settings merge with a fixed precedence, checked when the trainer is built: call kwargs >
   ``generation_max_length``/``generation_num_beams`` > ``args.generation_config`` > the model's own config;
 - ``prediction_step`` generates, and computes the teacher-forced loss only when someone reads it (see
@@ -33,12 +34,12 @@ import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from s2s import distributed
 from s2s.callbacks import TrainerCallback, best_metric_spec
 from s2s.dataloaders import dataset_lengths
 from s2s.evaluation import EvalLoopOutput, Nested, nested_map
 from s2s.evaluation import gather_in_dataset_order as gather_in_dataset_order  # re-exported: tests import it
 from s2s.loss import IGNORE_INDEX
+from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
 from s2s.trainer import Trainer
 from samplers import SortishSampler, eval_order, lengths_from_dataset
 
@@ -76,8 +77,6 @@ class Seq2SeqTrainer(Trainer):
         compute_generate_loss: bool | None = None,
     ) -> None:
         if args is None:
-            from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
-
             args = Seq2SeqTrainingArguments(output_dir="tmp_trainer")
         for name in ("sortish_sampler", "predict_with_generate", "generation_max_length"):
             if not hasattr(args, name):
@@ -114,7 +113,7 @@ class Seq2SeqTrainer(Trainer):
 
     # -------------------------------------------------------------------------------------- generation
     def _generation_model(self) -> nn.Module:
-        return distributed.unwrap_model(self.model)
+        return self.strategy.unwrap(self.model)
 
     def build_generation_config(self, **gen_kwargs: Any) -> Any:
         """The merged, validated generation config: the model's ``generation_config`` updated by
@@ -200,8 +199,8 @@ class Seq2SeqTrainer(Trainer):
             lengths,
             self._train_batch_size,
             seed=self._data_seed,
-            num_replicas=distributed.get_world_size(),
-            rank=distributed.get_rank(),
+            num_replicas=self.strategy.world_size,
+            rank=self.strategy.rank,
         )
         logger.info(
             "sortish_sampler=True: training order from SortishSampler (%d examples, batch %d, chunks of %d "
@@ -337,7 +336,7 @@ class Seq2SeqTrainer(Trainer):
 
     def postprocess_label_ids(self, label_ids: Nested) -> Nested:
         """The pad id where the collator put -100, so that ``batch_decode`` in ``compute_metrics`` never
-        crashes (ANCHORS F7)."""
+        crashes (a tokenizer cannot decode -100)."""
         pad = self.prediction_pad_id
         return nested_map(lambda a: _replace_ignore(a, pad), label_ids)
 

@@ -11,6 +11,7 @@ from s2s.distributed import get_world_size
 from s2s.evaluation import gather_in_dataset_order
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration
 from s2s.models.layers import DecoderLayer, EncoderLayer
+from s2s.strategy import DistributionStrategy
 from s2s.trainer import Trainer
 from s2s.training_args import TrainingArguments
 
@@ -64,7 +65,8 @@ def test_trainer_refuses_fsdp_config_without_fsdp_and_clashing_flags(tmp_path):
 def test_fsdp_in_one_process_warns_and_trains_unsharded(tmp_path, caplog):
     trainer = Trainer(model=tiny_model(), args=args(tmp_path, fsdp="full_shard"))
     assert "nothing to shard" in caplog.text
-    assert get_world_size() == 1 and trainer._wrap_model(trainer.model) is trainer.model
+    assert get_world_size() == 1 and type(trainer.strategy) is DistributionStrategy
+    assert trainer.strategy.wrap(trainer.model) is trainer.model
 
 
 def test_gather_keeps_one_row_per_index_in_dataset_order():

@@ -124,32 +124,45 @@ def test_torch_compile_trains(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
 
 
-def test_hyperparameter_search_runs_trials_with_fresh_models(tmp_path, monkeypatch):
-    """The optuna wiring, with a stand-in for optuna (not installed here): each trial applies hp_space to a
-    copy of the arguments, trains a fresh model from model_init and is scored on the eval metrics."""
+class FakeTrial:
+    """Stands in for an optuna trial (optuna is not installed here): trial n suggests [0.5, 0.0][n]."""
+
+    def __init__(self, number):
+        self.number, self.params, self.reports = number, {}, []
+
+    def suggest_float(self, name, low, high, log=False):
+        self.params[name] = [0.5, 0.0][self.number]
+        return self.params[name]
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+
+class FakeStudy:
+    def optimize(self, objective, n_trials):
+        self.trials = [FakeTrial(i) for i in range(n_trials)]
+        for t in self.trials:
+            t.value = objective(t)
+        self.best_trial = min(self.trials, key=lambda t: t.value)
+
+
+def fake_optuna(monkeypatch) -> FakeStudy:
     import sys
     import types
 
-    class Trial:
-        def __init__(self, number):
-            self.number, self.params, self.reports = number, {}, []
-
-        def suggest_float(self, name, low, high, log=False):
-            self.params[name] = [0.5, 0.0][self.number]
-            return self.params[name]
-
-        def report(self, value, step):
-            self.reports.append((step, value))
-
-    class Study:
-        def optimize(self, objective, n_trials):
-            self.trials = [Trial(i) for i in range(n_trials)]
-            for t in self.trials:
-                t.value = objective(t)
-            self.best_trial = min(self.trials, key=lambda t: t.value)
-
-    study = Study()
+    study = FakeStudy()
     monkeypatch.setitem(sys.modules, "optuna", types.SimpleNamespace(create_study=lambda direction: study))
+    return study
+
+
+def learning_rate_space(trial):
+    return {"learning_rate": trial.suggest_float("learning_rate", 0.0, 1.0)}
+
+
+def test_hyperparameter_search_runs_trials_with_fresh_models(tmp_path, monkeypatch):
+    """The optuna wiring, with a stand-in for optuna (not installed here): each trial applies hp_space to a
+    copy of the arguments, trains a fresh model from model_init and is scored on the eval metrics."""
+    study = fake_optuna(monkeypatch)
     built = []
     trainer = Trainer(
         model_init=lambda: built.append(ToySeq2Seq()) or built[-1],
@@ -158,15 +171,31 @@ def test_hyperparameter_search_runs_trials_with_fresh_models(tmp_path, monkeypat
         train_dataset=make_examples(12),
         eval_dataset=make_examples(4, seed=9),
     )
-    best = trainer.hyperparameter_search(
-        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 0.0, 1.0)}, n_trials=2
-    )
+    best = trainer.hyperparameter_search(hp_space=learning_rate_space, n_trials=2)
     assert len(built) == 3  # one at construction, one per trial
     values = {t.params["learning_rate"]: t.value for t in study.trials}
     assert values[0.0] != values[0.5]  # each trial trained with its own learning rate
     assert best.objective == min(values.values())
     assert best.hyperparameters == {"learning_rate": min(values, key=values.get)}
     assert trainer.args.learning_rate == 0.5 and trainer.args.output_dir == str(tmp_path)  # restored
+
+
+def test_hyperparameter_search_trials_checkpoint_into_their_own_folders(tmp_path, monkeypatch):
+    """Each trial runs on a copy of the arguments with output_dir/run-<n>; the checkpoints follow that copy
+    (the checkpointer and the distribution strategy read the trainer's current arguments)."""
+    fake_optuna(monkeypatch)
+    trainer = Trainer(
+        model_init=lambda: ToySeq2Seq(),
+        args=toy_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2),
+        data_collator=ToyCollator(),
+        train_dataset=make_examples(12),
+        eval_dataset=make_examples(4, seed=9),
+    )
+    trainer.hyperparameter_search(hp_space=learning_rate_space, n_trials=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-0", "run-1"]
+    for run in ("run-0", "run-1"):
+        assert (tmp_path / run / "checkpoint-2" / "manifest.json").is_file()
+    assert trainer.checkpointer.args is trainer.args and trainer.strategy.args is trainer.args  # put back
 
 
 def test_past_index_feeds_mems_back(tmp_path):
