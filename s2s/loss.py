@@ -1,6 +1,7 @@
 """Token cross-entropy, summed (not averaged), so the trainer can normalise by the tokens of a whole
 accumulation window: k micro-batches of b examples then train exactly like one batch of k * b, whatever the
-target lengths, label smoothing included (ANCHORS F5, P10).
+target lengths, label smoothing included. (Averaging each micro-batch and dividing by k, as many trainers do,
+weighs every token of a short micro-batch more than a token of a long one.)
 """
 
 from __future__ import annotations
