@@ -151,18 +151,31 @@ def _teacher_forced(model, device: str, *, bf16: bool = False):
     return out.logits.detach().float().cpu(), grads
 
 
+def _relative_errors(grads: dict, reference: dict) -> dict[str, float]:
+    return {n: float((grads[n] - r).norm() / r.norm()) for n, r in reference.items() if r.norm() > 0}
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="no CUDA device visible")
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_logits_and_gradients_match_the_cpu(precision):
-    reference_logits, reference_grads = _teacher_forced(tiny_model(seed=2), "cpu")
-    logits, grads = _teacher_forced(tiny_model(seed=2), "cuda", bf16=precision == "bf16")
-    # fp32: summation order only; bf16: 8 bits of mantissa in every matmul input (relative error ~ 2^-8)
-    tol = {"atol": 1e-4, "rtol": 1e-4} if precision == "fp32" else {"atol": 0.05, "rtol": 0.05}
-    torch.testing.assert_close(logits, reference_logits, **tol)
-    for name, grad in reference_grads.items():
-        scale = grad.abs().max().clamp_min(1e-3)  # gradients compared relative to their layer's largest
-        torch.testing.assert_close(grads[name] / scale, grad / scale, **tol)
+def test_cuda_logits_and_gradients_match_the_cpu():
+    """fp32 on CUDA gives the CPU's logits and gradients up to summation order. bf16 autocast on CUDA is as
+    close to fp32 as bf16 autocast on the CPU is (8-bit mantissas in every matmul input make some gradients
+    differ by several percent either way): within 3x the CPU's bf16 error, plus a margin."""
+    logits, grads = _teacher_forced(tiny_model(seed=2), "cpu")
+    cpu_bf16_logits, cpu_bf16_grads = _teacher_forced(tiny_model(seed=2), "cpu", bf16=True)
+    cuda_logits, cuda_grads = _teacher_forced(tiny_model(seed=2), "cuda")
+    cuda_bf16_logits, cuda_bf16_grads = _teacher_forced(tiny_model(seed=2), "cuda", bf16=True)
+
+    torch.testing.assert_close(cuda_logits, logits, atol=1e-4, rtol=1e-4)
+    assert max(_relative_errors(cuda_grads, grads).values()) < 1e-4
+
+    bf16_error = float((cpu_bf16_logits - logits).abs().max())
+    assert float((cuda_bf16_logits - logits).abs().max()) <= 3 * bf16_error + 1e-2
+    cpu_errors = _relative_errors(cpu_bf16_grads, grads)
+    for name, error in _relative_errors(cuda_bf16_grads, grads).items():
+        assert error <= 3 * cpu_errors[name] + 1e-2, (
+            f"{name}: {error:.4f} on CUDA, {cpu_errors[name]:.4f} on CPU"
+        )
 
 
 @pytest.mark.cuda
