@@ -149,8 +149,8 @@ def _train(tmp_path, steps: int, **overrides) -> HostReads:
 
 
 @pytest.mark.xfail(
-    reason="needs trainer change: s2s/trainer.py must book updates in an UpdateLedger "
-    "(clip_and_step_on_device) and count the tokens of a model's own mean loss on the device",
+    reason="needs trainer change: s2s/training_loop.py must book updates in an UpdateLedger "
+    "(clip_and_step_on_device) and s2s/batch_loss.py count the tokens of a model's own mean loss on the device",
     strict=True,
 )
 def test_training_reads_the_device_only_at_logging_steps(tmp_path):
