@@ -17,7 +17,7 @@ from torch import nn
 
 from s2s.batch import loss_units
 from s2s.dataloaders import forward_argument_names
-from s2s.loss import token_cross_entropy_sum
+from s2s.loss import IGNORE_INDEX, token_cross_entropy_sum
 from s2s.model_outputs import split_outputs
 
 
@@ -70,4 +70,6 @@ def summed_loss(
             f"{type(model).__name__} returned no loss and the batch has no 'labels' "
             f"(label_names={label_names}); add labels or return a loss"
         )
+    if labels is not None:  # counted on the device: int() of the count would wait for the forward pass
+        return model_loss * labels.ne(IGNORE_INDEX).sum()
     return model_loss * loss_units(batch, label_names)

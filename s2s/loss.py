@@ -16,6 +16,10 @@ IGNORE_INDEX = -100
 # fresh mmap each time, so every pass first page-faults its memory in (measured: zeros(2048, 8000) 30 ms,
 # the same in bf16, under the 32 MB mmap threshold, 4 ms).
 _CHUNK_BYTES = 2 << 20
+# On a GPU the chunks only bound the fp32 working copy's memory; each costs about ten kernel launches, and at
+# 2 MB a 32k vocabulary would be cut into 16-row chunks, a thousand of them for 16k tokens (launches, not
+# arithmetic, would set the pace). 256 MB there: 2,048 rows at 32k.
+_DEVICE_CHUNK_BYTES = 256 << 20
 
 
 class _CrossEntropySum(torch.autograd.Function):
@@ -32,7 +36,8 @@ class _CrossEntropySum(torch.autograd.Function):
         valid = labels != ignore_index
         safe = labels.masked_fill(~valid, 0)
         rows, vocab = logits.shape
-        chunk = max(1, _CHUNK_BYTES // (4 * vocab))
+        chunk_bytes = _CHUNK_BYTES if logits.device.type == "cpu" else _DEVICE_CHUNK_BYTES
+        chunk = max(1, chunk_bytes // (4 * vocab))
         with_grad = ctx.needs_input_grad[0]
         grad = torch.empty_like(logits) if with_grad else None
         target = torch.full((chunk, 1), -(1.0 - smoothing), dtype=torch.float32, device=logits.device)

@@ -86,7 +86,10 @@ class DistributionStrategy:
     def place_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The batch's tensors on this process's device; other values as they are."""
         device = self.args.device
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        # non_blocking: a batch in pinned memory (see s2s.dataloaders) is copied while the device still works
+        return {
+            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+        }
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The module that trains: ``model`` compiled with ``torch_compile``, else ``model`` itself."""

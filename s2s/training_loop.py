@@ -30,7 +30,7 @@ from s2s.callbacks import CallbackHandler, TrainerControl, TrainerState, best_me
 from s2s.checkpointer import Checkpointer, TrainingParts
 from s2s.hyperparameter_search import report_to_trial
 from s2s.optimization import is_metric_scheduler
-from s2s.optimizer_step import clip_and_step, record_update, step_scheduler
+from s2s.optimizer_step import UpdateLedger, clip_and_step_on_device, step_scheduler
 from s2s.signals import GracefulInterrupt
 from s2s.strategy import DistributionStrategy
 from s2s.training_meter import TrainingMeter
@@ -82,6 +82,7 @@ class TrainingLoop:
         self.data_seed = data_seed
         self.trial = trial
         self.meter = TrainingMeter(start_step=0)
+        self.ledger = self._new_ledger()
 
     def run(
         self, loader: DataLoader, *, sampler: Any, batch_size: int, resume: Path | None
@@ -106,6 +107,7 @@ class TrainingLoop:
                 )
                 if host.control.should_training_stop:
                     break
+        self._settle()
         host.checkpointer.load_best(host.model_wrapped, host.state)
         metrics = self.meter.train_metrics(
             host.state, all_reduce=self.strategy.all_reduce_sum, memory=not self.args.skip_memory_metrics
@@ -151,6 +153,7 @@ class TrainingLoop:
             type(sampler).__name__ if sampler is not None else "none (iterable)",
         )
         self.meter = TrainingMeter(start_step=host.state.global_step)
+        self.ledger = self._new_ledger()
 
     def _run_epoch(
         self, loader: DataLoader, plan: TrainingPlan, epoch: int, *, done: int, interrupt: GracefulInterrupt
@@ -199,25 +202,35 @@ class TrainingLoop:
         """Clip, step (unless the loss or gradient is NaN/inf), schedule, zero the gradients, book-keep."""
         host, args = self.host, self.args
         self.fire("on_pre_optimizer_step")
-        outcome = clip_and_step(
+        outcome = clip_and_step_on_device(
             model, host.optimizer, loss_sum=loss_sum, max_grad_norm=args.max_grad_norm, scaler=host.scaler
         )
         self.fire("on_optimizer_step")
         if not is_metric_scheduler(host.lr_scheduler):
             step_scheduler(host.lr_scheduler)  # also on skipped updates: the schedule follows global_step
         model.zero_grad(set_to_none=True)
-        self.meter.count_update(tokens=units, grad_norm=outcome.grad_norm if outcome.finite else None)
-        record_update(
-            host.state,
-            outcome,
-            units=units,
-            max_consecutive_nonfinite_steps=args.max_consecutive_nonfinite_steps,
-            logging_nan_inf_filter=args.logging_nan_inf_filter,
-        )
+        self.meter.count_update(tokens=units)
+        self.ledger.record(host.state, outcome, units=units)  # read on the host only when settled
 
     # ------------------------------------------------------------------------------------------ between updates
+    def _new_ledger(self) -> UpdateLedger:
+        """The device-side books of the updates, read every ``logging_steps`` updates and before a log, a
+        checkpoint or the final metrics (see ``s2s.optimizer_step``)."""
+        args = self.args
+        return UpdateLedger(
+            max_consecutive_nonfinite_steps=args.max_consecutive_nonfinite_steps,
+            logging_nan_inf_filter=args.logging_nan_inf_filter,
+            settle_every=max(1, args.logging_steps),
+        )
+
+    def _settle(self) -> None:
+        self.ledger.settle(self.host.state)
+        self.meter.grad_norm = self.ledger.last_grad_norm
+
     def _maybe_log_save_evaluate(self) -> None:
         host = self.host
+        if host.control.should_log or host.control.should_save:
+            self._settle()
         if host.control.should_log and host.state.global_step > self.meter.last_logged_step:
             learning_rate = float(host.optimizer.param_groups[0]["lr"])
             all_reduce = self.strategy.all_reduce_sum
@@ -251,6 +264,7 @@ class TrainingLoop:
             return
         if not interrupt.requested:
             interrupt.request()  # another process received the signal
+        self._settle()
         path = self.host.checkpointer.save_for_exit(self._parts(), self._state_for_checkpoint())
         interrupt.exit(step=self.host.state.global_step, checkpoint=path)
 

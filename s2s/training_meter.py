@@ -39,11 +39,9 @@ class TrainingMeter:
             self.real_tokens += real
             self.padded_tokens += padded
 
-    def count_update(self, *, tokens: int, grad_norm: float | None) -> None:
-        """One optimizer update over ``tokens`` target tokens; ``grad_norm`` None for a skipped update."""
+    def count_update(self, *, tokens: int) -> None:
+        """One optimizer update over ``tokens`` target tokens."""
         self.tokens += tokens
-        if grad_norm is not None:
-            self.grad_norm = grad_norm
 
     def progress_logs(self, state: TrainerState, *, learning_rate: float, all_reduce: AllReduce) -> dict:
         """The figures logged every ``logging_steps`` (the loss since the last log, the gradient norm, the

@@ -148,11 +148,6 @@ def _train(tmp_path, steps: int, **overrides) -> HostReads:
     return reads
 
 
-@pytest.mark.xfail(
-    reason="needs trainer change: s2s/training_loop.py must book updates in an UpdateLedger "
-    "(clip_and_step_on_device) and s2s/batch_loss.py count the tokens of a model's own mean loss on the device",
-    strict=True,
-)
 def test_training_reads_the_device_only_at_logging_steps(tmp_path):
     short, long = _train(tmp_path, 3), _train(tmp_path, 9)
     assert long.total == short.total, f"host reads grow with the updates: {long.where} vs {short.where}"
