@@ -205,12 +205,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     Option abbreviations are off (`--learn` does not silently mean `--learning_rate`)."""
 
-    def __init__(self, dataclass_types: type | Iterable[type], **kwargs: Any) -> None:
+    def __init__(self, dataclass_types: type | Iterable[type] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("usage", "%(prog)s [CONFIG.yaml|CONFIG.json] [--option VALUE ...]")
         super().__init__(**kwargs)
-        if dataclasses.is_dataclass(dataclass_types):
+        if dataclass_types is None:  # options come from add_argument alone, as Hugging Face allows
+            dataclass_types = []
+        elif dataclasses.is_dataclass(dataclass_types):
             dataclass_types = [dataclass_types]
         self.dataclass_types: list[type] = list(dataclass_types)
         self._kinds: dict[type, dict[str, _Kind]] = {}
@@ -297,28 +299,37 @@ class ArgumentParser(argparse.ArgumentParser):
         self,
         args: Sequence[str] | None = None,
         return_remaining_strings: bool = False,
-        look_for_args_file: bool = False,
+        look_for_args_file: bool = True,
         args_filename: str | os.PathLike | None = None,
+        args_file_flag: str | None = None,
     ) -> tuple[Any, ...]:
         """Parse command-line `args` (default `sys.argv[1:]`) into one instance per dataclass.
 
         When the first argument is a .json/.yaml/.yml file, its values are read first and the arguments after
-        it override them. With `look_for_args_file`, lines of `<script>.args` (next to the script) are
-        prepended; `args_filename` names such a file explicitly. Unknown options are an error unless
-        `return_remaining_strings`, which returns them as a last element. Options the caller added to the
-        parser with `add_argument` come back as an `argparse.Namespace` after the dataclasses."""
+        it override them. Args files hold command-line arguments (split at whitespace) placed before the
+        command line, so the command line wins: `args_filename` names one; otherwise, with
+        `look_for_args_file`, `<script>.args` next to the running script is read when it exists. With
+        `args_file_flag` (e.g. "--args_file"), each file given with that flag on the command line is read
+        after those, the last one winning. Unlike Hugging Face, a named file that does not exist is an
+        error, not skipped. Unknown options are an error unless `return_remaining_strings`, which returns
+        them as a last element. Options the caller added to the parser with `add_argument` come back as an
+        `argparse.Namespace` after the dataclasses."""
         args = list(sys.argv[1:] if args is None else args)
-        for path in ([Path(sys.argv[0]).with_suffix(".args")] if look_for_args_file else []) + (
-            [Path(args_filename)] if args_filename else []
-        ):
-            if path.is_file():
-                args = path.read_text().split() + args
+        args, flagged = _take_args_files(args, args_file_flag)
         file_values: dict[str, Any] = {}
         source = "the command line"
         if args and not args[0].startswith("-") and args[0].lower().endswith(CONFIG_SUFFIXES):
             file_values = self._read_config(args[0])
             source = f"{args[0]} and the command line"
             args = args[1:]
+        if args_filename is not None:
+            files = [_existing_args_file(args_filename, "args_filename")]
+        else:
+            script = sys.argv[0] if sys.argv else ""  # empty for an interactive interpreter
+            default = Path(script).with_suffix(".args") if look_for_args_file and script else None
+            files = [default] if default is not None and default.is_file() else []
+        files += [_existing_args_file(path, args_file_flag) for path in flagged]
+        args = [word for path in files for word in path.read_text().split()] + args
         namespace, remaining = self._parse_known(args, relax_required=bool(file_values))
         values = {**file_values, **vars(namespace)}
         if remaining and not return_remaining_strings:
@@ -428,6 +439,35 @@ class ArgumentParser(argparse.ArgumentParser):
                 )
             outputs.append(dtype(**inputs))
         return outputs
+
+
+def _take_args_files(args: list[str], flag: str | None) -> tuple[list[str], list[str]]:
+    """`args` without the `flag FILE` (or `flag=FILE`) pairs, and those files in order; no flag: unchanged."""
+    if flag is None:
+        return args, []
+    if not flag.startswith("-"):
+        raise ValueError(f"args_file_flag={flag!r} must be an option name such as '--args_file'")
+    rest: list[str] = []
+    files: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == flag:
+            path = next(words, None)
+            if path is None or path.startswith("-"):
+                raise ValueError(f"{flag} needs a file name after it")
+            files.append(path)
+        elif word.startswith(f"{flag}="):
+            files.append(word.split("=", 1)[1])
+        else:
+            rest.append(word)
+    return rest, files
+
+
+def _existing_args_file(path: str | os.PathLike, given_as: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{given_as}: args file {path} does not exist")
+    return path
 
 
 def _option_names(name: str) -> list[str]:

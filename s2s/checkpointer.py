@@ -19,6 +19,7 @@ from torch import nn
 from s2s import checkpointing
 from s2s.callbacks import TrainerState, best_metric_spec, is_improvement, lookup_metric
 from s2s.data_position import DataPosition
+from s2s.last_checkpoint import refuse_hf_checkpoint
 from s2s.strategy import DistributionStrategy
 
 logger = logging.getLogger(__name__)
@@ -53,21 +54,37 @@ class Checkpointer:
         self.position = DataPosition()
         self.last_saved_step = -1
         self.last_checkpoint: Path | None = None
+        self.resumed_step = 0  # the global step of the checkpoint ``resume`` last restored
 
     @property
     def saves_checkpoints(self) -> bool:
         return str(getattr(self.args.save_strategy, "value", self.args.save_strategy)) != "no"
 
     # ------------------------------------------------------------------------------------------ before training
+    def starting_point(self, resume_from_checkpoint: str | Path | bool | None) -> Path | None:
+        """Where a ``train()`` call starts: the checkpoint to resume from (``resume_from_checkpoint``, by
+        default ``args.resume_from_checkpoint``; see ``resume_path``), or None for a fresh run, once
+        ``check_output_dir`` has made sure it will not mix its checkpoints with another run's."""
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = self.args.resume_from_checkpoint
+        resume = self.resume_path(resume_from_checkpoint)
+        if resume is None:
+            self.check_output_dir()
+        return resume
+
     def resume_path(self, resume_from_checkpoint: str | Path | bool | None) -> Path | None:
         """The folder to resume from: the given one, the newest complete one in ``output_dir`` for True, or
-        None (also for False)."""
+        None (also for False). A checkpoint written by Hugging Face's Trainer is refused here, before any
+        work, with the way to train from its weights instead."""
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
             return None
         if resume_from_checkpoint is not True:
+            refuse_hf_checkpoint(resume_from_checkpoint)
             return Path(resume_from_checkpoint)
         latest = checkpointing.find_latest_checkpoint(self.args.output_dir)
         if latest is None:
+            for folder in reversed(checkpointing.list_checkpoints(self.args.output_dir)):
+                refuse_hf_checkpoint(folder)
             raise ValueError(
                 f"resume_from_checkpoint=True but {self.args.output_dir} holds no complete checkpoint; "
                 "train without resuming or pass a checkpoint folder"
@@ -189,6 +206,7 @@ class Checkpointer:
             rank=self.strategy.rank,  # each process restores its own RNG state
         )
         saved = TrainerState.from_dict(loaded.trainer_state)
+        self.resumed_step = saved.global_step
         for name in RESUMED_STATE_FIELDS:
             setattr(state, name, getattr(saved, name))
         self.position.load_state_dict(loaded.sampler_state, ignore_data_skip=self.args.ignore_data_skip)

@@ -251,6 +251,21 @@ class EvaluationSetup:
     on_prediction_step: Callable[[], None] = lambda: None  # after each batch (the callbacks' hook)
 
 
+def prediction_pad_id(tokenizer: Any, model: nn.Module) -> int:
+    """The id that pads predictions across batches: the tokenizer's pad id, else the model config's, or 0."""
+    for source in (tokenizer, getattr(model, "config", None)):
+        pad = getattr(source, "pad_token_id", None)
+        if pad is not None:
+            return int(pad)
+    return 0
+
+
+def keys_to_ignore_at_inference(model: nn.Module) -> list[str]:
+    """The output keys a model's config says to leave out of the predictions (Hugging Face's
+    ``keys_to_ignore_at_inference``, e.g. cached key/values); none without a config."""
+    return list(getattr(getattr(model, "config", None), "keys_to_ignore_at_inference", []) or [])
+
+
 def model_for_evaluation(model: nn.Module, args, *, in_training: bool) -> nn.Module:
     """``model`` in eval mode; cast to bf16/fp16 with ``bf16_full_eval``/``fp16_full_eval``, which changes
     the weights, so only outside training."""
@@ -393,6 +408,15 @@ def speed_metrics(
     if num_tokens is not None:
         out[f"{prefix}_tokens_per_second"] = round(num_tokens / runtime, 3)
     return out
+
+
+def evaluation_speed(
+    prefix: str, start_time: float, num_samples: int, total_batch_size: int
+) -> dict[str, float]:
+    """``speed_metrics`` of an evaluation whose processes ran batches of ``total_batch_size`` examples in
+    all side by side (each its own shard): a step is one such round, as Hugging Face counts them."""
+    steps = num_batches(num_samples, total_batch_size)
+    return speed_metrics(prefix, start_time, num_samples=num_samples, num_steps=steps)
 
 
 def num_batches(num_samples: int, batch_size: int) -> int:

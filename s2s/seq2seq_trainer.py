@@ -7,8 +7,9 @@ What it adds, and why:
   training starts;
 - generation settings merge with a fixed precedence, checked when the trainer is built: call kwargs >
   ``generation_max_length``/``generation_num_beams`` > ``args.generation_config`` > the model's own config;
-- ``prediction_step`` generates, and computes the teacher-forced loss only when someone reads it (see
-  ``compute_generate_loss``), summed over tokens so that the eval loss is a corpus-level figure;
+- ``prediction_step`` generates, and also computes the teacher-forced loss when the batch has labels, as
+  Hugging Face does (``compute_generate_loss=False`` skips it), summed over tokens so that the eval loss is a
+  corpus-level figure;
 - evaluation runs longest source first (tight ``generate`` batches), sharded across processes without
   padding; every row carries its dataset index, so the gathered predictions come back in dataset order with
   each example exactly once;
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from s2s.callbacks import TrainerCallback, best_metric_spec
+from s2s.callbacks import TrainerCallback
 from s2s.dataloaders import dataset_lengths
 from s2s.evaluation import EvalLoopOutput, Nested, nested_map
 from s2s.evaluation import gather_in_dataset_order as gather_in_dataset_order  # re-exported: tests import it
@@ -54,10 +55,12 @@ class Seq2SeqTrainer(Trainer):
     """``Trainer`` for encoder-decoder models evaluated by generation (any model with ``generate``: the
     project's ``TransformerForConditionalGeneration`` or a Hugging Face seq2seq model).
 
-    ``compute_generate_loss``: with ``predict_with_generate``, also compute the teacher-forced eval loss (one
-    extra forward pass per batch). Default (None): only when something reads it, i.e. when there is no
-    ``compute_metrics`` or when ``metric_for_best_model`` is a loss; otherwise evaluation reports no
-    ``eval_loss`` and runs ``generate`` alone.
+    ``processing_class`` is Hugging Face's newer name for ``tokenizer`` (give one of them).
+
+    ``compute_generate_loss``: with ``predict_with_generate``, also compute the teacher-forced loss of batches
+    that have labels (``eval_loss`` / ``predict_loss``, as Hugging Face reports them): one forward pass per
+    batch, cheap next to generation. False runs ``generate`` alone, when nothing reads the loss (it cannot
+    be False when ``metric_for_best_model`` is a loss).
     """
 
     def __init__(
@@ -74,7 +77,8 @@ class Seq2SeqTrainer(Trainer):
         optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
         preprocess_logits_for_metrics: Callable | None = None,
         *,
-        compute_generate_loss: bool | None = None,
+        processing_class=None,
+        compute_generate_loss: bool = True,
     ) -> None:
         if args is None:
             args = Seq2SeqTrainingArguments(output_dir="tmp_trainer")
@@ -96,8 +100,16 @@ class Seq2SeqTrainer(Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            processing_class=processing_class,
         )
         self.compute_generate_loss = compute_generate_loss
+        best = args.metric_for_best_model  # also what a reduce_lr_on_plateau schedule steps on
+        if not compute_generate_loss and args.predict_with_generate and best and best.endswith("loss"):
+            raise ValueError(
+                f"compute_generate_loss=False but metric_for_best_model={best!r} reads the evaluation loss "
+                "(to keep the best checkpoint, stop early or step a plateau schedule); leave "
+                "compute_generate_loss=True or choose a generation metric"
+            )
         if args.sortish_sampler and isinstance(train_dataset, IterableDataset):
             raise ValueError(
                 "sortish_sampler=True needs a map-style train_dataset (it sorts by length); an IterableDataset "
@@ -224,7 +236,7 @@ class Seq2SeqTrainer(Trainer):
         **gen_kwargs: Any,
     ) -> dict[str, float]:
         """Evaluate; ``gen_kwargs`` (``max_new_tokens``, ``num_beams``, ``length_penalty``, ...) override
-        every other generation setting for this call only."""
+        every other generation setting for this call only (None values are ignored)."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):  # one evaluation per named set, each with the same gen_kwargs
             metrics: dict[str, float] = {}
@@ -248,7 +260,10 @@ class Seq2SeqTrainer(Trainer):
 
     @contextlib.contextmanager
     def _generation_settings(self, gen_kwargs: dict[str, Any]) -> Iterator[None]:
-        """Use ``gen_kwargs`` on top of the trainer's settings for one evaluate/predict call."""
+        """Use ``gen_kwargs`` on top of the trainer's settings for one evaluate/predict call. A None value
+        means "not given" (Hugging Face's examples pass ``num_beams=None``): that setting comes from the
+        layers below (``generation_max_length``/``generation_num_beams``, then the generation config)."""
+        gen_kwargs = {name: value for name, value in gen_kwargs.items() if value is not None}
         if gen_kwargs and not self.args.predict_with_generate:
             raise ValueError(
                 f"generation options {sorted(gen_kwargs)} only apply with predict_with_generate=True; "
@@ -260,17 +275,6 @@ class Seq2SeqTrainer(Trainer):
         finally:
             self._gen_config = saved
 
-    def _loss_wanted_with_generate(self) -> bool:
-        if self.compute_generate_loss is not None:
-            return self.compute_generate_loss
-        if self.compute_metrics is None:
-            return True
-        name = self.args.metric_for_best_model
-        plateau = "plateau" in str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type))
-        return (name is not None and name.endswith("loss")) or (
-            plateau and best_metric_spec(self.args)[0].endswith("loss")
-        )
-
     def prediction_step(
         self,
         model: nn.Module,
@@ -279,14 +283,15 @@ class Seq2SeqTrainer(Trainer):
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, Any, Any]:
         """With ``predict_with_generate``: ``(summed token loss or None, generated ids, labels)``. The loss
-        is a teacher-forced forward pass, run only when ``compute_generate_loss`` asks for it."""
+        is a teacher-forced forward pass, run when the batch has labels unless ``compute_generate_loss`` is
+        False."""
         if not self.args.predict_with_generate or prediction_loss_only:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)
         labels = inputs.get("labels")
         loss = None
         with torch.no_grad(), self._autocast(evaluating=True):
-            if labels is not None and self._loss_wanted_with_generate():
+            if labels is not None and self.compute_generate_loss:
                 loss = self.compute_loss(model, inputs).detach().float()
             generated = self._generate(inputs)
         return loss, generated, labels

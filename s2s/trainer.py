@@ -5,11 +5,11 @@ by their target tokens, so k micro-batches of b examples train exactly like one 
 target lengths and with label smoothing (a mean of per-micro-batch means would weigh the tokens of short
 micro-batches more). Its override points are Hugging Face's, so ``Seq2SeqTrainer`` stays a small subclass.
 
-The Trainer wires its collaborators and keeps the public API (docs/architecture.md draws them): callbacks
-decide when to log, evaluate and save; ``self.strategy`` (one process, DDP or FSDP) places, wraps and
-unwraps the model and does every collective; ``self.checkpointer`` resumes, saves, rotates and keeps the best
-checkpoint and the data position; ``s2s.training_loop`` runs the epochs of a ``train()`` call;
-``s2s.evaluation`` runs the prediction loop; ``s2s.dataloaders`` builds loaders and samplers.
+The Trainer wires its collaborators (docs/architecture.md draws them): callbacks decide when to log, evaluate
+and save; ``self.strategy`` (one process, DDP or FSDP) places, wraps and unwraps the model and does every
+collective; ``self.checkpointer`` resumes, saves, rotates and keeps the best checkpoint and the data
+position; ``s2s.training_loop`` runs a ``train()`` call, ``s2s.evaluation`` the prediction loop,
+``s2s.dataloaders`` builds loaders. Hugging Face's report methods write through ``s2s.run_reports``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from s2s import dataloaders, evaluation
+from s2s import dataloaders, evaluation, model_card, run_reports
 from s2s.batch import batch_labels, loss_units
 from s2s.batch_loss import forward_inputs, summed_loss
 from s2s.callbacks import (
@@ -55,8 +55,7 @@ from s2s.training_loop import TrainingLoop, retry_halving_batch_size
 
 logger = logging.getLogger(__name__)
 
-# NonFiniteLossError and BestRun live with their jobs (s2s.optimizer_step, s2s.hyperparameter_search); they are
-# importable from here too, where the trainer raises and returns them.
+# NonFiniteLossError and BestRun live with their jobs; importable here, where the trainer raises/returns them
 __all__ = ["BestRun", "NonFiniteLossError", "TrainOutput", "Trainer", "set_seed"]
 
 
@@ -83,7 +82,12 @@ class Trainer:
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
         preprocess_logits_for_metrics: Callable | None = None,
+        *,
+        processing_class=None,
     ) -> None:
+        if processing_class is not None and tokenizer is not None:  # Hugging Face's newer name for it
+            raise ValueError("give the tokenizer as tokenizer= or as processing_class=, not both")
+        tokenizer = processing_class if processing_class is not None else tokenizer
         if args is None:
             args = TrainingArguments(output_dir="tmp_trainer")
             logger.info("no TrainingArguments given; using defaults with output_dir=tmp_trainer")
@@ -128,6 +132,8 @@ class Trainer:
         self._callback("on_init_end")
 
     # ------------------------------------------------------------------------------------------ set-up
+    processing_class = property(lambda self: self.tokenizer, doc="The tokenizer (Hugging Face's name).")
+
     @property
     def args(self):
         return self._args
@@ -232,10 +238,9 @@ class Trainer:
         )
 
     def get_eval_order(self, dataset) -> list[int]:
-        """Dataset indices in the order evaluation runs them (each process then takes every
-        ``world_size``-th): dataset order, or longest first by ``max(source, target)`` with
-        ``group_by_length``. Predictions go back to dataset order either way. ``Seq2SeqTrainer`` overrides
-        this to sort by source length for generation."""
+        """Dataset indices in the order evaluation runs them (each process takes every ``world_size``-th):
+        dataset order, or longest first by ``max(source, target)`` with ``group_by_length``; predictions go
+        back to dataset order. ``Seq2SeqTrainer`` overrides this to sort by source length for generation."""
         return dataloaders.default_eval_order(
             dataset, args=self.args, sort_by_length=self.args.group_by_length
         )
@@ -329,11 +334,7 @@ class Trainer:
         ``output_dir`` (default: ``args.resume_from_checkpoint``)."""
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}")
-        if resume_from_checkpoint is None:
-            resume_from_checkpoint = self.args.resume_from_checkpoint
-        resume = self.checkpointer.resume_path(resume_from_checkpoint)
-        if resume is None:
-            self.checkpointer.check_output_dir()
+        resume = self.checkpointer.starting_point(resume_from_checkpoint)
         self.is_in_train = True
         if self.model_init is not None:
             set_seed(self.args.seed, full_determinism=self.args.full_determinism)
@@ -373,15 +374,59 @@ class Trainer:
         loop = TrainingLoop(self, fire=self._callback, data_seed=self._data_seed, trial=trial)
         sampler, batch_size = self._train_sampler, self._train_batch_size
         metrics = loop.run(loader, sampler=sampler, batch_size=batch_size, resume=resume)
+        # Hugging Face's key, over the updates of this call (as the samples per second count this call's)
+        updates = self.state.global_step - (self.checkpointer.resumed_step if resume is not None else 0)
+        if metrics["train_runtime"] > 0:
+            metrics.setdefault("train_steps_per_second", round(updates / metrics["train_runtime"], 3))
         return TrainOutput(self.state.global_step, metrics["train_loss"], metrics)
 
     # ------------------------------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float]) -> None:
-        """Record ``logs`` (with the current epoch and step) in the log history and send them to the loggers."""
+        """Record ``logs`` (with the step) in the log history and send them to the loggers. ``epoch`` goes
+        into ``logs`` itself, as in Hugging Face: the metrics of ``train()`` and ``evaluate()`` carry it."""
         if self.state.epoch is not None:
-            logs = {**logs, "epoch": self.state.epoch}
+            logs["epoch"] = self.state.epoch
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self._callback("on_log", logs=logs)
+
+    def is_world_process_zero(self) -> bool:
+        """Whether this is the main process of the whole run (the one that writes reports)."""
+        return self.strategy.is_world_process_zero
+
+    def is_local_process_zero(self) -> bool:
+        """Whether this is the main process of its machine."""
+        return self.strategy.is_local_process_zero
+
+    def log_metrics(self, split: str, metrics: dict[str, Any]) -> None:
+        """Print ``metrics`` as the ``***** {split} metrics *****`` table. This and the other report methods
+        may be called on every process; only the main one prints or writes."""
+        run_reports.log_metrics(split, metrics, is_main=self.is_world_process_zero())
+
+    def save_metrics(self, split: str, metrics: dict[str, Any], combined: bool = True) -> None:
+        """Write ``{split}_results.json`` in output_dir; with ``combined``, merge it into all_results.json."""
+        if self.is_world_process_zero():
+            run_reports.save_metrics(self.args.output_dir, split, metrics, combined=combined)
+
+    def save_state(self) -> None:
+        """Write ``trainer_state.json`` (steps, log history, best metric) in output_dir."""
+        if self.is_world_process_zero():
+            run_reports.save_state(self.state, self.args.output_dir)
+
+    def create_model_card(
+        self, language=None, license=None, tags=None, model_name=None, finetuned_from=None, tasks=None,
+        dataset_tags=None, dataset=None, dataset_args=None,
+    ) -> Path | None:  # fmt: skip
+        """Write a draft ``README.md`` model card in output_dir from the run (metadata, results, settings);
+        unset arguments are read from the model and dataset. Returns its path (None on other processes)."""
+        if not self.is_world_process_zero():
+            return None
+        return model_card.create_model_card(
+            self.args.output_dir, args=self.args, log_history=self.state.log_history, language=language,
+            source_dataset=self.eval_dataset if self.eval_dataset is not None else self.train_dataset,
+            model=self.strategy.unwrap(self.model), license=license, tags=tags, model_name=model_name,
+            finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
+            dataset_args=dataset_args,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def load_weights(self, path: str | Path) -> None:
@@ -397,11 +442,7 @@ class Trainer:
     @property
     def prediction_pad_id(self) -> int:
         """Pads predictions across batches: the tokenizer's pad id, else the model config's, else 0."""
-        for source in (self.tokenizer, getattr(self.strategy.unwrap(self.model), "config", None)):
-            pad = getattr(source, "pad_token_id", None)
-            if pad is not None:
-                return int(pad)
-        return 0
+        return evaluation.prediction_pad_id(self.tokenizer, self.strategy.unwrap(self.model))
 
     def evaluate(
         self, eval_dataset=None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
@@ -422,8 +463,6 @@ class Trainer:
         )
         self.log(output.metrics)
         self._callback("on_evaluate", metrics=output.metrics)
-        if self.args.save_predictions:
-            self.save_predictions(output, metric_key_prefix)
         return output.metrics
 
     def predict(
@@ -433,23 +472,22 @@ class Trainer:
         loader = self.get_test_dataloader(test_dataset)
         output = self._timed_evaluation(loader, "Prediction", metric_key_prefix, ignore_keys=ignore_keys)
         self._callback("on_predict", metrics=output.metrics)
-        if self.args.save_predictions:
-            self.save_predictions(output, metric_key_prefix)
         return evaluation.PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
     def _timed_evaluation(
         self, loader: DataLoader, description: str, prefix: str, **options
     ) -> EvalLoopOutput:
         """``evaluation_loop`` on the full parameters (every process alone, see ``s2s.strategy``), plus the
-        speed figures."""
+        speed figures; writes the predictions with ``save_predictions``."""
         start = time.time()
         with self.strategy.full_parameters(self.model_wrapped):
             output = self.evaluation_loop(
                 loader, description=description, metric_key_prefix=prefix, **options
             )
-        steps = evaluation.num_batches(output.num_samples, self.args.eval_batch_size)
-        speed = evaluation.speed_metrics(prefix, start, num_samples=output.num_samples, num_steps=steps)
-        output.metrics.update(speed)
+        per_round = self.args.eval_batch_size * self.strategy.world_size  # every process's batch at once
+        output.metrics.update(evaluation.evaluation_speed(prefix, start, output.num_samples, per_round))
+        if self.args.save_predictions:
+            self.save_predictions(output, prefix)
         return output
 
     def evaluation_loop(
@@ -496,8 +534,7 @@ class Trainer:
         inputs = self._prepare_inputs(inputs)
         labels = batch_labels(inputs, self.args.label_names)
         if ignore_keys is None:
-            config = getattr(self.strategy.unwrap(model), "config", None)
-            ignore_keys = list(getattr(config, "keys_to_ignore_at_inference", []) or [])
+            ignore_keys = evaluation.keys_to_ignore_at_inference(self.strategy.unwrap(model))
         with torch.no_grad(), self._autocast(evaluating=True):
             if labels is not None:
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)

@@ -237,7 +237,9 @@ class TrainingArguments(ProcessRoles, metaclass=RefusesArguments):
     """Leave NaN/inf losses out of the logged mean training loss (they are counted separately)."""
 
     report_to: list[str] | str = field(default_factory=lambda: ["jsonl"])
-    """Where logs go: "jsonl" (always available), "tensorboard" (when installed), "all" or "none"."""
+    """Where logs go: "jsonl" (always available), "tensorboard", "mlflow", "wandb" (each needs its package:
+    pip install 's2s-toolkit[<name>]'), "none", or "all": jsonl and every one of the others that is
+    installed, as Hugging Face's "all" means every installed integration."""
 
     run_name: str | None = None
     """A name for the run in the logs; defaults to `output_dir`."""

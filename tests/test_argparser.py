@@ -1,6 +1,7 @@
 import argparse
 import enum
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -222,6 +223,44 @@ def test_args_file(parser, tmp_path):
     args_file.write_text("--model_name from_file\n--d_model 12\n")
     model, _ = parser.parse_args_into_dataclasses(["--d_model", "20"], args_filename=args_file)
     assert (model.model_name, model.d_model) == ("from_file", 20)  # the command line comes last and wins
+
+
+def test_script_args_file_is_read_by_default_as_in_hugging_face(parser, tmp_path, monkeypatch):
+    script = tmp_path / "train.py"
+    script.with_suffix(".args").write_text("--model_name next_to_script --d_model 8")
+    monkeypatch.setattr(sys, "argv", [str(script), "--d_model", "40"])
+    model, _ = parser.parse_args_into_dataclasses()
+    assert (model.model_name, model.d_model) == ("next_to_script", 40)
+    model, _ = parser.parse_args_into_dataclasses(["--model_name", "cli"], look_for_args_file=False)
+    assert (model.model_name, model.d_model) == ("cli", 32)  # the file is not read
+    other = tmp_path / "other.args"
+    other.write_text("--d_model 16")  # args_filename replaces the script's file
+    model, _ = parser.parse_args_into_dataclasses(["--model_name", "cli"], args_filename=other)
+    assert (model.model_name, model.d_model) == ("cli", 16)
+
+
+def test_args_file_flag_reads_each_named_file_in_order(parser, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "train.py")])  # no train.args next to it
+    base, tuned = tmp_path / "base.args", tmp_path / "tuned.args"
+    base.write_text("--model_name base --d_model 8 --train_file base.jsonl")
+    tuned.write_text("--d_model 12")
+    argv = ["--args_file", str(base), f"--args_file={tuned}", "--max_source_length", "64"]
+    model, data = parser.parse_args_into_dataclasses(argv, args_file_flag="--args_file")
+    assert (model.model_name, model.d_model) == ("base", 12)  # the later file wins
+    assert (data.train_file, data.max_source_length) == ("base.jsonl", 64)
+    with pytest.raises(FileNotFoundError, match="--args_file: args file .*nowhere.args does not exist"):
+        parser.parse_args_into_dataclasses(["--args_file", "nowhere.args"], args_file_flag="--args_file")
+    with pytest.raises(FileNotFoundError, match="args_filename: args file"):
+        parser.parse_args_into_dataclasses([], args_filename=tmp_path / "nowhere.args")
+    with pytest.raises(ValueError, match="--args_file needs a file name"):
+        parser.parse_args_into_dataclasses(["--args_file"], args_file_flag="--args_file")
+
+
+def test_parser_without_dataclasses_returns_the_callers_options():
+    parser = ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1)
+    (extra,) = parser.parse_args_into_dataclasses(["--steps", "3"], look_for_args_file=False)
+    assert extra.steps == 3
 
 
 def test_extra_arguments_added_by_the_caller_come_back_as_namespace():

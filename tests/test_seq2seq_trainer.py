@@ -266,7 +266,7 @@ def test_eval_gen_len_and_token_weighted_loss_when_asked(tok, tmp_path):
     assert metrics["eval_loss"] == pytest.approx(total / tokens, rel=1e-4)
 
 
-def test_loss_is_computed_only_when_something_reads_it(tok, tmp_path):
+def test_loss_with_generation_by_default_and_skipped_on_request(tok, tmp_path):
     data = make_data(tok, 8, seed=5)
     forwards = []
 
@@ -275,18 +275,38 @@ def test_loss_is_computed_only_when_something_reads_it(tok, tmp_path):
         return hook
 
     metrics_fn = count_rows
-    trainer = make_trainer(tok, tmp_path, compute_metrics=metrics_fn)
+    trainer = make_trainer(tok, tmp_path, compute_metrics=metrics_fn)  # labels: the loss, as Hugging Face
     with_counter(trainer)
     metrics = trainer.evaluate(data)
+    assert "eval_loss" in metrics and "eval_rows" in metrics and len(forwards) == 2  # one per batch, no more
+    assert "predict_loss" in trainer.predict(data, metric_key_prefix="predict").metrics
+
+    forwards.clear()
+    generate_only = make_trainer(tok, tmp_path, compute_metrics=metrics_fn, compute_generate_loss=False)
+    with_counter(generate_only)
+    metrics = generate_only.evaluate(data)
     assert "eval_loss" not in metrics and forwards == []  # generation only: no teacher-forced pass
 
-    best_on_loss = make_args(tmp_path, metric_for_best_model="loss")
-    trainer = make_trainer(tok, tmp_path, args=best_on_loss, compute_metrics=metrics_fn)
-    with_counter(trainer)
-    assert "eval_loss" in trainer.evaluate(data) and len(forwards) == 2  # one per batch, no more
+    no_labels = [{"input_ids": ex["input_ids"]} for ex in data]
+    assert "test_loss" not in trainer.predict(no_labels).metrics  # nothing to compare with
 
     no_metrics = make_trainer(tok, tmp_path)  # without compute_metrics the loss is all there is
     assert "eval_loss" in no_metrics.evaluate(data)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"metric_for_best_model": "eval_loss"},
+        {"lr_scheduler_type": "reduce_lr_on_plateau", "eval_strategy": "steps"},  # steps on the loss
+    ],
+)
+def test_generate_loss_cannot_be_skipped_when_training_reads_it(tok, tmp_path, overrides):
+    args = make_args(tmp_path, **overrides)
+    with pytest.raises(ValueError, match="compute_generate_loss=False but metric_for_best_model=.*loss"):
+        make_trainer(tok, tmp_path, args=args, compute_metrics=count_rows, compute_generate_loss=False)
+    trainer = make_trainer(tok, tmp_path, args=args, compute_metrics=count_rows)  # the default computes it
+    assert "eval_loss" in trainer.evaluate(make_data(tok, 4, seed=7))
 
 
 def test_save_predictions_writes_jsonl_in_dataset_order(tok, tmp_path):

@@ -33,7 +33,7 @@ REFUSED = [
     ({"jit_mode_eval": True}, "jit_mode_eval"),
     ({"ray_scope": "all"}, "ray_scope"),
     ({"debug": "tpu_metrics_debug"}, "tpu_metrics_debug"),
-    ({"report_to": "wandb"}, "report_to"),
+    ({"report_to": "comet_ml"}, "report_to"),
     ({"ddp_backend": "hccl"}, "ddp_backend"),
 ]
 if not torch.backends.mps.is_available():
@@ -209,6 +209,22 @@ def test_report_to_forms(value, expected, monkeypatch):
 def test_report_to_all_includes_tensorboard_when_installed(monkeypatch):
     monkeypatch.setattr("s2s.arguments.normalise.is_importable", lambda name: name == "tensorboard")
     assert make(report_to="all").report_to == ["jsonl", "tensorboard"]
+
+
+def test_report_to_all_means_every_installed_reporter(monkeypatch):
+    monkeypatch.setattr("s2s.arguments.normalise.is_importable", lambda name: name in ("mlflow", "wandb"))
+    assert make(report_to="all").report_to == ["jsonl", "mlflow", "wandb"]
+
+
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+def test_report_to_a_tracker(monkeypatch, name):
+    monkeypatch.setattr("s2s.arguments.normalise.is_importable", lambda module: module == name)
+    assert make(report_to=["jsonl", name]).report_to == ["jsonl", name]
+    monkeypatch.setattr("s2s.arguments.normalise.is_importable", lambda module: False)
+    with pytest.raises(
+        ValueError, match=rf"needs the {name} package \(pip install 's2s-toolkit\[{name}\]'\)"
+    ):
+        make(report_to=name)
 
 
 def test_report_to_tensorboard_without_package_says_how_to_install(monkeypatch):

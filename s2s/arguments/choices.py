@@ -84,4 +84,7 @@ FSDP_OPTIONS = ("full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "offl
 DEBUG_OPTIONS = ("underflow_overflow",)
 DDP_BACKENDS = ("nccl", "gloo", "mpi")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-REPORTERS = ("jsonl", "tensorboard")
+REPORTERS = ("jsonl", "tensorboard", "mlflow", "wandb")
+OPTIONAL_REPORTERS = ("tensorboard", "mlflow", "wandb")
+"""Reporters that need a package of their own (the extra of the same name installs it); "all" means jsonl
+plus those of them that are installed."""

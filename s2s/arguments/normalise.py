@@ -17,6 +17,7 @@ from s2s.arguments.choices import (
     FSDP_OPTIONS,
     HALF_PRECISION_BACKENDS,
     LOG_LEVELS,
+    OPTIONAL_REPORTERS,
     REPORTERS,
     TORCH_COMPILE_MODES,
     IntervalStrategy,
@@ -110,22 +111,24 @@ def as_json_dict(value: Any, *, name: str, allow_path: bool = False) -> dict[str
 
 
 def normalise_report_to(value: Any) -> list[str]:
-    """The reporters to use: "all" expands to those installed, "none" (or nothing) to none."""
+    """The reporters to use: "all" expands to jsonl plus every optional reporter whose package is installed
+    (as Hugging Face's "all" means every installed integration), "none" (or nothing) to none. A reporter
+    named explicitly must be installed: the error says which extra to install."""
     requested = as_list(value, name="report_to")
     if requested in (["none"], []):
         return []
     if "none" in requested:
         raise ValueError(f"report_to={requested}: 'none' cannot be combined with other reporters")
     if requested == ["all"]:
-        return ["jsonl"] + (["tensorboard"] if is_importable("tensorboard") else [])
+        return ["jsonl"] + [name for name in OPTIONAL_REPORTERS if is_importable(name)]
     for name in requested:
         if name not in REPORTERS:
             raise ValueError(
                 f"report_to={name!r} is not supported; choose from {list(REPORTERS)}, 'all' or 'none'"
             )
-        if name == "tensorboard" and not is_importable("tensorboard"):
+        if name in OPTIONAL_REPORTERS and not is_importable(name):
             raise ValueError(
-                "report_to='tensorboard' needs the tensorboard package (pip install 's2s-toolkit[tensorboard]'); "
+                f"report_to={name!r} needs the {name} package (pip install 's2s-toolkit[{name}]'); "
                 "or use report_to='jsonl'"
             )
     return list(dict.fromkeys(requested))

@@ -141,7 +141,6 @@ def test_hugging_face_run_leaves_the_reference_outputs(hf_run, caplog):
     assert "--model_name_or_path" in caplog.text
 
 
-@pytest.mark.xfail(strict=False, reason="needs Trainer wiring")
 def test_ported_script_on_s2s_leaves_the_same_files_and_metric_keys(hf_run, assets, tmp_path):
     hf_dir, _ = hf_run
     ported = tmp_path / "run_translation_s2s.py"
