@@ -237,6 +237,48 @@ def test_gather_drops_repeats_and_restores_dataset_order():
     assert out_preds[:, 0].tolist() == [0, 10, 20, 30] and out_labels[:, 0].tolist() == [0, 1, 2, 3]
 
 
+def test_generation_kwargs_given_as_none_fall_back_to_the_arguments(tok, tmp_path):
+    """Hugging Face's example scripts pass ``num_beams=None`` when the user set none."""
+    model = tiny_model(tok, num_beams=3)
+    args = make_args(tmp_path, generation_num_beams=2, generation_max_length=5)
+    trainer = make_trainer(tok, tmp_path, model=model, args=args, compute_metrics=count_rows)
+    spy = Recorder(model)
+    data = make_data(tok, 4, seed=8)
+    trainer.evaluate(data, max_length=None, num_beams=None)
+    trainer.predict(data, num_beams=None, length_penalty=None)
+    assert [(c.num_beams, c.max_length) for c in spy.configs] == [(2, 5), (2, 5)]
+    trainer.evaluate(data, num_beams=None, max_length=4)  # a given value still wins
+    assert (spy.configs[-1].num_beams, spy.configs[-1].max_length) == (2, 4)
+    teacher_forced = make_trainer(tok, tmp_path, args=make_args(tmp_path, predict_with_generate=False))
+    assert "eval_loss" in teacher_forced.evaluate(data, num_beams=None)  # nothing given: nothing to refuse
+    with pytest.raises(ValueError, match="only apply with predict_with_generate=True"):
+        teacher_forced.evaluate(data, num_beams=2)
+
+
+def test_processing_class_is_the_tokenizer(tok, tmp_path):
+    model = tiny_model(tok)
+    args = make_args(tmp_path, save_predictions=True)
+    collator = DataCollatorForSeq2Seq(tok, model=model)
+    trainer = Seq2SeqTrainer(model=model, args=args, processing_class=tok, data_collator=collator)
+    assert trainer.tokenizer is tok and trainer.processing_class is tok
+    trainer.predict(make_data(tok, 3, seed=9), metric_key_prefix="test")
+    row = json.loads((tmp_path / "out" / "test_predictions.jsonl").read_text().splitlines()[0])
+    assert isinstance(row["source"], str)  # decoded with the processing class
+    with pytest.raises(ValueError, match="tokenizer= or as processing_class=, not both"):
+        Seq2SeqTrainer(model=model, args=args, tokenizer=tok, processing_class=tok, data_collator=collator)
+
+
+def test_generated_predictions_start_with_the_decoder_start_token(tok, tmp_path):
+    """As Hugging Face returns them: ``generate``'s rows, start token first, padded with the pad id."""
+    model = tiny_model(tok, max_length_a=1.0, max_length_b=0)  # as many new tokens as source tokens
+    trainer = make_trainer(tok, tmp_path, model=model)
+    preds = trainer.predict(make_data(tok, 9, seed=10)).predictions
+    start = model.generation_config.decoder_start_token_id
+    assert start is not None and start != tok.pad_token_id
+    assert (preds[:, 0] == start).all() and not (preds < 0).any()
+    assert (preds[:, 1:] == tok.pad_token_id).any()  # rows of different lengths, padded with the pad id
+
+
 def test_gen_len_counts_generated_tokens_without_start_token_or_pads():
     preds = np.array([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0]])
     assert mean_generated_length(preds, pad_id=0, start_id=2) == 2.5

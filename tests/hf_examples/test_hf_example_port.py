@@ -107,8 +107,8 @@ def listing(output_dir: Path) -> set[str]:
     return {p.name for p in output_dir.iterdir()}
 
 
-def result_keys(output_dir: Path) -> set[str]:
-    return set(json.loads((output_dir / "all_results.json").read_text()))
+def result_keys(output_dir: Path, name: str = "all") -> set[str]:
+    return set(json.loads((output_dir / f"{name}_results.json").read_text()))
 
 
 def test_the_port_changes_only_the_import_block():
@@ -149,9 +149,11 @@ def test_ported_script_on_s2s_leaves_the_same_files_and_metric_keys(hf_run, asse
     output = run_script(ported, assets, s2s_dir)
 
     assert listing(s2s_dir) - S2S_ONLY_FILES == listing(hf_dir) - HF_ONLY_FILES
-    hf_keys, s2s_keys = result_keys(hf_dir), result_keys(s2s_dir)
-    assert hf_keys - s2s_keys == set(), "Hugging Face metric keys the s2s run lacks"
-    assert {k for k in s2s_keys - hf_keys if not k.endswith(S2S_EXTRA_KEY_SUFFIXES)} == set()
+    for name in ("all", "train", "eval", "predict"):
+        hf_keys, s2s_keys = result_keys(hf_dir, name), result_keys(s2s_dir, name)
+        assert hf_keys - s2s_keys == set(), f"Hugging Face {name} metric keys the s2s run lacks"
+        assert {k for k in s2s_keys - hf_keys if not k.endswith(S2S_EXTRA_KEY_SUFFIXES)} == set()
+    assert {"epoch", "eval_loss", "predict_loss", "train_steps_per_second"} <= result_keys(s2s_dir)
     for split in ("train", "eval", "predict"):
         assert f"***** {split} metrics *****" in output
     state = json.loads((s2s_dir / "trainer_state.json").read_text())
