@@ -60,9 +60,17 @@ class TransformerConfig:
     bos_token_id: int = 2
     eos_token_id: int = 3
     decoder_start_token_id: int = 2
+    init_style: str = "xavier"
+    """How a freshly built model draws its weights (loading saved weights does not depend on it).
+    "xavier": projections xavier-uniform (q, k and v each as its own matrix), biases zero, an untied output
+    projection N(0, d_model**-0.5); "normal": every linear weight N(0, init_std), the toolkit's initialisation
+    before "xavier" became the default, kept to reproduce older runs. Both draw token embeddings with std
+    d_model**-0.5 (unit scale after `scale_embedding`) and a zero padding row. "normal" learns much more slowly
+    at small d_model: its attention starts nearly uniform (see `s2s.models.initialization`). A config.json
+    written before this field existed loads with the default."""
     init_std: float = 0.02
-    """Standard deviation of the normal initialisation of linear weights (and of embeddings without
-    `scale_embedding`; scaled embeddings start with std d_model**-0.5, i.e. unit scale after scaling)."""
+    """Standard deviation of the linear weights with init_style="normal", and of the token embeddings without
+    `scale_embedding` (either style)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "num_heads", "ffn_dim"):
@@ -83,6 +91,10 @@ class TransformerConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.activation not in ("relu", "gelu", "swiglu"):
             raise ValueError(f"activation must be 'relu', 'gelu' or 'swiglu', got {self.activation!r}")
+        if self.init_style not in ("xavier", "normal"):
+            raise ValueError(f"init_style must be 'xavier' or 'normal', got {self.init_style!r}")
+        if not self.init_std > 0.0:
+            raise ValueError(f"init_std must be positive, got {self.init_std!r}")
         if self.position_embedding not in ("sinusoidal", "learned"):
             raise ValueError(
                 f"position_embedding must be 'sinusoidal' or 'learned', got {self.position_embedding!r}"

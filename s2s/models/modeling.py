@@ -22,6 +22,7 @@ from s2s.generation.stopping import reads_stall
 from s2s.loss import IGNORE_INDEX, token_cross_entropy_sum
 from s2s.models.cache import TransformerCache
 from s2s.models.configuration import TransformerConfig
+from s2s.models.initialization import initialise_weights
 from s2s.models.layers import DecoderLayer, Dropout, EncoderLayer, PositionEmbedding
 from s2s.models.outputs import Seq2SeqLMOutput
 from s2s.models.packed import PackedDecoderWeights, packing_available
@@ -124,22 +125,7 @@ class TransformerForConditionalGeneration(nn.Module):
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
         )
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            # scaled by sqrt(d_model) in the forward pass, token embeddings start at unit scale (as fairseq),
-            # comparable to the sinusoidal positions instead of drowned by them
-            emb_std = self.config.d_model**-0.5 if self.config.scale_embedding else std
-            nn.init.normal_(module.weight, std=emb_std)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+        initialise_weights(self, config)
 
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self) -> nn.Embedding:
