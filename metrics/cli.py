@@ -1,9 +1,15 @@
-"""``python -m metrics bleu|chrf|ter|rouge --predictions hyp.txt --references ref.txt [ref2.txt ...]``."""
+"""``python -m metrics bleu|chrf|ter|rouge --predictions hyp.txt --references ref.txt [ref2.txt ...]``.
+
+A file that cannot be scored (missing, empty, not in the encoding, lines that do not line up) or a bad option
+value ends the command with ``error: <message>`` on stderr and exit status 2, no traceback; ``--debug`` (or
+``S2S_DEBUG=1`` in the environment) shows the traceback. Any other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--n-samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     common.add_argument(
         "--seed", type=int, default=12345, help="bootstrap seed (default 12345, as sacrebleu)"
+    )
+    common.add_argument(
+        "--debug", action="store_true", help="on an input error, show the traceback (as S2S_DEBUG=1 does)"
     )
 
     parser = argparse.ArgumentParser(prog="python -m metrics", description=__doc__)
@@ -154,12 +163,21 @@ def _print_text(args: argparse.Namespace, result: dict, tests: dict) -> None:
         )
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return args.debug or os.environ.get("S2S_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result, tests = _run(args)
-    except (InputFileError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputFileError, ValueError) as e:  # InputFileError: the file and the line; ValueError: an option
+        if _debug(args):
+            raise
+        print(
+            "error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+            file=sys.stderr,
+        )
         return 2
     if args.sentence:
         for row in result:

@@ -11,6 +11,7 @@ limits the model was trained with (recipe_args.json) are applied unless overridd
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -21,7 +22,10 @@ from typing import Any, TextIO
 if __package__ in (None, ""):  # `python recipes/generate.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recipes.common import RECIPE_ARGS_FILE, is_hf_model_dir, load_any_tokenizer
+from recipes.cli import DEBUG_HELP, run_command
+from recipes.hf_models import is_hf_model_dir
+from recipes.outputs import RECIPE_ARGS_FILE
+from recipes.tokenizer import load_any_tokenizer
 
 logger = logging.getLogger("recipes.generate")
 
@@ -46,7 +50,14 @@ def load_model(model_dir: str | Path) -> tuple[Any, Any]:
 def recipe_settings(model_dir: str | Path) -> dict[str, Any]:
     """The data arguments the model was trained with (source prefix, length limits), when saved."""
     path = Path(model_dir) / RECIPE_ARGS_FILE
-    return json.loads(path.read_text()).get("data", {}) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("data", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}); is the file complete?"
+        ) from None
 
 
 def batches_by_length(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
@@ -98,6 +109,22 @@ def _read_lines(stream: Iterable[str]) -> list[str]:
     return [line.rstrip("\r\n") for line in stream]
 
 
+def read_input(path: str | Path) -> list[str]:
+    """The lines of `--input`; a missing file or bytes that are not UTF-8 are named with the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {path}: no such file")
+    data = path.read_bytes()
+    try:
+        return _read_lines(io.StringIO(data.decode("utf-8"), newline=None))  # newlines as open() reads them
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"--input {path}, line {line}: bytes that are not valid UTF-8 (byte {data[err.start]:#04x}); "
+            "convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 in > out`"
+        ) from None
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> int:
@@ -111,6 +138,7 @@ def main(
     )
     parser.add_argument("--batch_size", type=int, default=32, help="sources per generate call (default 32)")
     parser.add_argument("--source_prefix", help="text put before each source (default: as trained)")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     for name in ("num_beams", "max_new_tokens", "batch_size"):
         value = getattr(args, name)
@@ -120,11 +148,7 @@ def main(
     model, tokenizer = load_model(args.model_dir)
     settings = recipe_settings(args.model_dir)
     prefix = args.source_prefix if args.source_prefix is not None else settings.get("source_prefix") or ""
-    if args.input:
-        with open(args.input, encoding="utf-8") as f:
-            texts = _read_lines(f)
-    else:
-        texts = _read_lines(stdin or sys.stdin)
+    texts = read_input(args.input) if args.input else _read_lines(stdin or sys.stdin)
     outputs = generate_lines(
         texts,
         model,
@@ -144,4 +168,4 @@ def main(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main))

@@ -1,34 +1,29 @@
 """The job both recipes run, top to bottom: arguments -> text -> tokenizer -> ids -> model -> trainer -> scores.
 
 `recipes/translation.py` and `recipes/summarization.py` differ only in the task name, which selects the data
-fields, metrics and summary printout (`common.task_defaults`); keeping one pipeline means a fix reaches both.
+fields, metrics and summary printout (`arguments.task_defaults`); keeping one pipeline means a fix reaches both.
+Each step lives in the module named after its concern: arguments, data (raw text), tokenizer, preprocessing
+(ids), modeling, training (trainer, train/evaluate/predict), outputs (files and the printed summary).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
-from recipes.common import (
-    TARGET,
-    build_trainer,
-    check_arguments,
-    configure_generation,
-    evaluate,
-    load_or_build_model,
-    load_or_train_tokenizer,
-    load_splits,
-    parse_arguments,
-    predict,
-    print_summary,
-    save_run_files,
-    setup_logging,
-    task_defaults,
-    tokenize_splits,
-    train,
-    write_predictions,
-    write_results,
-)
+import datasets
+
+from recipes.arguments import check_arguments, parse_arguments, task_defaults
+from recipes.data import TARGET, load_splits
+from recipes.modeling import configure_generation, load_or_build_model
+from recipes.outputs import print_summary, save_run_files, write_predictions, write_results
+from recipes.preprocessing import tokenize_splits
+from recipes.tokenizer import load_or_train_tokenizer
+from recipes.training import build_trainer, evaluate, predict, train
 from s2s.distributed import init_distributed
+
+logger = logging.getLogger("recipes")
 
 
 def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -89,3 +84,17 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
                 )
             print_summary(task, metrics, rows, examples=data_args.num_examples_to_print)
     return results
+
+
+def setup_logging(training_args: Any) -> None:
+    """The recipe's own progress at INFO on the main process unless a log_level is chosen; the other processes
+    of a torchrun job at `log_level_replica` (as `get_process_log_level` says), their lines tagged with their
+    rank. Libraries at the level the args give."""
+    level = training_args.get_process_log_level()
+    rank = f"[rank {training_args.process_index}] " if training_args.world_size > 1 else ""
+    logging.basicConfig(
+        format=f"%(asctime)s %(levelname)s %(name)s: {rank}%(message)s", datefmt="%H:%M:%S", level=level
+    )
+    main = training_args.should_log  # the main process (of each node, with log_on_each_node)
+    logger.setLevel(logging.INFO if main and str(training_args.log_level) == "passive" else level)
+    datasets.utils.logging.set_verbosity_warning()

@@ -11,6 +11,8 @@ Writes to output_dir: the model, tokenizer and generation config; train/eval/pre
 generated_predictions.txt and .jsonl (source, reference, hypothesis, sentence ROUGE); learning-curve PNGs;
 trainer_state.json. Ends by printing the test ROUGE (F1 x 100, stemmed) and a few summaries.
 The steps themselves, top to bottom, are in recipes/pipeline.py (shared with the other recipe).
+A bad argument, file or data line ends the job with `error: <message>` (exit status 2); `--debug` or
+S2S_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/summarization.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recipes.cli import run_command
 from recipes.pipeline import run
 
 TASK = "summarization"
@@ -32,4 +35,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))  # a user error: `error: <message>` and exit 2, no traceback

@@ -12,6 +12,8 @@ Writes to output_dir: the model, tokenizer and generation config; train/eval/pre
 generated_predictions.txt and .jsonl (source, reference, hypothesis, sentence BLEU/chrF); learning-curve PNGs;
 trainer_state.json. Ends by printing the test BLEU and a few translations.
 The steps themselves, top to bottom, are in recipes/pipeline.py (shared with the other recipe).
+A bad argument, file or data line ends the job with `error: <message>` (exit status 2); `--debug` or
+S2S_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/translation.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recipes.cli import run_command
 from recipes.pipeline import run
 
 TASK = "translation"
@@ -33,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))  # a user error: `error: <message>` and exit 2, no traceback

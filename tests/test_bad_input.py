@@ -87,7 +87,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def _pairs(path: Path, **kwargs):
-    from s2s.text_files import load_text_pairs
+    from recipes.text_files import load_text_pairs
 
     return load_text_pairs(
         path, source_field="de", target_field="en", cache_dir=path.parent / "cache", **kwargs

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from s2s.plotting import curves, load_log_history, main, plot_learning_curves
+from recipes.plotting import curves, load_log_history, main, plot_learning_curves
 
 
 def synthetic_history(steps: int = 40, eval_every: int = 10) -> list[dict]:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from recipes import common
-from recipes.common import DataArguments, ModelArguments
+from recipes import arguments, callbacks, data, modeling, outputs, preprocessing, training
+from recipes.arguments import DataArguments, ModelArguments
+from recipes.tokenizer import load_any_tokenizer
 from s2s import Seq2SeqTrainingArguments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,7 +15,7 @@ MULTI30K = REPO / "recipes" / "data" / "multi30k"
 
 
 def parse(*argv: str):
-    return common.parse_arguments([str(a) for a in argv])
+    return arguments.parse_arguments([str(a) for a in argv])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -25,7 +26,7 @@ def parse(*argv: str):
 def test_every_shipped_config_parses_and_is_consistent(config):
     model_args, data_args, training_args = parse(config)
     task = "summarization" if data_args.summary_column and not data_args.source_lang else "translation"
-    common.task_defaults(task, data_args)
+    arguments.task_defaults(task, data_args)
     assert training_args.do_train and training_args.do_predict and training_args.predict_with_generate
     assert data_args.train_file and data_args.test_file
     if "samsum" not in config.name:  # the bundled data must be where the config says
@@ -135,8 +136,8 @@ TRAIN_DE_EN = ["--do_train", "--train_file", "x", "--source_lang", "de", "--targ
 def test_contradictions_fail_before_any_work(tmp_path, argv, message):
     model_args, data_args, training_args = parse(*argv, "--output_dir", tmp_path)
     with pytest.raises(ValueError, match=message):
-        common.task_defaults("translation", data_args)
-        common.check_arguments(model_args, data_args, training_args)
+        arguments.task_defaults("translation", data_args)
+        arguments.check_arguments(model_args, data_args, training_args)
 
 
 def test_existing_checkpoints_need_resume_or_overwrite(tmp_path):
@@ -153,22 +154,22 @@ def test_existing_checkpoints_need_resume_or_overwrite(tmp_path):
         tmp_path,
     ]
     model_args, data_args, training_args = parse(*argv)
-    common.task_defaults("translation", data_args)
+    arguments.task_defaults("translation", data_args)
     with pytest.raises(ValueError, match="resume_from_checkpoint"):
-        common.check_arguments(model_args, data_args, training_args)
-    common.check_arguments(*parse(*argv, "--overwrite_output_dir"))
+        arguments.check_arguments(model_args, data_args, training_args)
+    arguments.check_arguments(*parse(*argv, "--overwrite_output_dir"))
 
 
 def test_fields_follow_the_format():
-    data_args = common.task_defaults("translation", DataArguments(source_lang="de", target_lang="en"))
-    assert common.fields_for("translation", data_args, "a/train.jsonl.gz") == (
+    data_args = arguments.task_defaults("translation", DataArguments(source_lang="de", target_lang="en"))
+    assert data.fields_for("translation", data_args, "a/train.jsonl.gz") == (
         "translation.de",
         "translation.en",
     )
-    assert common.fields_for("translation", data_args, "a/train.tsv") == ("de", "en")
-    assert common.fields_for("translation", data_args, "a/train") == ("de", "en")
-    summary = common.task_defaults("summarization", DataArguments())
-    assert common.fields_for("summarization", summary, "x.jsonl") == ("document", "summary")
+    assert data.fields_for("translation", data_args, "a/train.tsv") == ("de", "en")
+    assert data.fields_for("translation", data_args, "a/train") == ("de", "en")
+    summary = arguments.task_defaults("summarization", DataArguments())
+    assert data.fields_for("summarization", summary, "x.jsonl") == ("document", "summary")
     assert summary.metrics == ["rouge"]
 
 
@@ -189,7 +190,7 @@ def test_tokenize_batch_truncates_keeping_eos_and_flags_it(tokenizer):
         "source": ["ein kleiner hund läuft " * 5, "zwei"],
         "target": ["a small dog runs", "two big cats " * 6],
     }
-    out = common.tokenize_batch(
+    out = preprocessing.tokenize_batch(
         batch, tokenizer=tokenizer, prefix="", max_source_length=6, max_target_length=5
     )
     assert [len(x) for x in out["input_ids"]][0] == 6 and out["input_ids"][0][-1] == tokenizer.eos_token_id
@@ -199,23 +200,23 @@ def test_tokenize_batch_truncates_keeping_eos_and_flags_it(tokenizer):
 
 
 def test_tokenize_splits_counts_truncation_and_can_refuse_it(tokenizer, tmp_path, caplog):
-    from s2s.text_files import load_text_pairs
+    from recipes.text_files import load_text_pairs
 
     path = tmp_path / "d.jsonl"
     rows = [{"document": "ein kleiner hund läuft " * (1 + i % 4), "summary": "a dog"} for i in range(12)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     raw = load_text_pairs(path, source_field="document", target_field="summary", cache_dir=tmp_path / "cache")
-    data_args = common.task_defaults(
+    data_args = arguments.task_defaults(
         "summarization", DataArguments(max_source_length=10, dataset_cache_dir=str(tmp_path))
     )
     with caplog.at_level("WARNING", logger="recipes"):
-        tokenized = common.tokenize_splits({"train": raw}, tokenizer, data_args)
+        tokenized = preprocessing.tokenize_splits({"train": raw}, tokenizer, data_args)
     assert tokenized["train"].column_names == ["input_ids", "attention_mask", "labels"]
     longest = max(len(x) for x in tokenized["train"]["input_ids"])
     assert longest == 10 and "sources are longer than max_source_length=10" in caplog.text
     data_args.error_on_truncation = True
     with pytest.raises(ValueError, match="raise --max_source_length"):
-        common.tokenize_splits({"train": raw}, tokenizer, data_args)
+        preprocessing.tokenize_splits({"train": raw}, tokenizer, data_args)
 
 
 def test_new_model_matches_the_tokenizer_and_generation_defaults_are_saved(tokenizer, tmp_path):
@@ -229,21 +230,21 @@ def test_new_model_matches_the_tokenizer_and_generation_defaults_are_saved(token
             "ffn_dim": 32,
         },
     )
-    data_args = common.task_defaults("summarization", DataArguments(num_beams=3, max_target_length=20))
-    model = common.load_or_build_model(model_args, data_args, tokenizer)
+    data_args = arguments.task_defaults("summarization", DataArguments(num_beams=3, max_target_length=20))
+    model = modeling.load_or_build_model(model_args, data_args, tokenizer)
     assert model.config.vocab_size == len(tokenizer) and model.config.pad_token_id == tokenizer.pad_token_id
-    common.configure_generation(model, data_args, new_model=True)
+    modeling.configure_generation(model, data_args, new_model=True)
     assert model.generation_config.num_beams == 3 and model.generation_config.max_new_tokens == 20
     # a loaded model keeps its saved length unless val_max_target_length is given
-    common.configure_generation(model, DataArguments(max_target_length=128), new_model=False)
+    modeling.configure_generation(model, DataArguments(max_target_length=128), new_model=False)
     assert model.generation_config.max_new_tokens == 20
-    common.configure_generation(model, DataArguments(val_max_target_length=7), new_model=False)
+    modeling.configure_generation(model, DataArguments(val_max_target_length=7), new_model=False)
     assert model.generation_config.max_new_tokens == 7
     # --generation_config settings are saved with the model; num_beams from the data arguments still wins
     training_args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path / "out"), generation_config={"no_repeat_ngram_size": 3, "num_beams": 2}
     )
-    common.configure_generation(model, data_args, new_model=True, training_args=training_args)
+    modeling.configure_generation(model, data_args, new_model=True, training_args=training_args)
     assert model.generation_config.no_repeat_ngram_size == 3 and model.generation_config.num_beams == 3
 
 
@@ -262,9 +263,9 @@ def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tokenizer, tmp_pa
     TransformerForConditionalGeneration(small).save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "tok")
     model_args = ModelArguments(model_name_or_path=str(tmp_path / "model"))
-    data_args = common.task_defaults("summarization", DataArguments())
+    data_args = arguments.task_defaults("summarization", DataArguments())
     with pytest.raises(ValueError, match="vocab_size"):
-        common.load_or_build_model(model_args, data_args, common.load_any_tokenizer(tmp_path / "tok"))
+        modeling.load_or_build_model(model_args, data_args, load_any_tokenizer(tmp_path / "tok"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,8 +273,8 @@ def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tokenizer, tmp_pa
 
 
 def test_results_files_merge_and_stay_valid_json(tmp_path):
-    common.write_results(tmp_path, "eval", {"eval_bleu": 12.5, "eval_loss": float("nan")})
-    common.write_results(tmp_path, "predict", {"predict_bleu": 11.0})
+    outputs.write_results(tmp_path, "eval", {"eval_bleu": 12.5, "eval_loss": float("nan")})
+    outputs.write_results(tmp_path, "predict", {"predict_bleu": 11.0})
     assert json.loads((tmp_path / "eval_results.json").read_text())["eval_loss"] == "nan"
     assert set(json.loads((tmp_path / "all_results.json").read_text())) == {
         "eval_bleu",
@@ -288,7 +289,7 @@ def test_predictions_files_line_up_with_the_test_set(tmp_path):
     raw = datasets.Dataset.from_dict(
         {"source": ["Ein Hund.", "Zwei Katzen."], "target": ["A dog.", "Two cats."]}
     )
-    rows = common.write_predictions(tmp_path, raw, ["A dog.", "Two\ndogs."], metric_names=["bleu", "chrf"])
+    rows = outputs.write_predictions(tmp_path, raw, ["A dog.", "Two\ndogs."], metric_names=["bleu", "chrf"])
     lines = (tmp_path / "generated_predictions.txt").read_text().splitlines()
     assert lines == ["A dog.", "Two dogs."]  # a newline in a hypothesis must not shift the file
     jsonl = [json.loads(line) for line in (tmp_path / "generated_predictions.jsonl").read_text().splitlines()]
@@ -317,7 +318,9 @@ def test_test_scores_are_against_the_raw_references(tokenizer):
         predict=lambda dataset, **kwargs: SimpleNamespace(predictions=ids, metrics={"predict_bleu": 100.0}),
     )
     reference = "a small dog runs two big cats"  # what a truncated label would have cut
-    scores, hypotheses = common.predict(trainer, ["row"], tokenizer, DataArguments(), references=[reference])
+    scores, hypotheses = training.predict(
+        trainer, ["row"], tokenizer, DataArguments(), references=[reference]
+    )
     assert hypotheses == [hypothesis]
     assert (
         scores["predict_bleu"] == pytest.approx(m.bleu([hypothesis], [reference])["bleu"])
@@ -326,7 +329,7 @@ def test_test_scores_are_against_the_raw_references(tokenizer):
 
 
 def test_sentence_rouge_for_summaries():
-    rows = common.sentence_scores(["tom is happy. he sings."], ["tom is happy. he sings."], ["rouge"])
+    rows = outputs.sentence_scores(["tom is happy. he sings."], ["tom is happy. he sings."], ["rouge"])
     assert rows[0]["rouge1"] == pytest.approx(100.0) and set(rows[0]) == {
         "rouge1",
         "rouge2",
@@ -379,7 +382,7 @@ def test_time_budget_stops_training_with_a_checkpoint_and_an_evaluation():
 
     from s2s.callbacks import TrainerControl
 
-    callback = common.TimeBudgetCallback(minutes=1e-9)
+    callback = callbacks.TimeBudgetCallback(minutes=1e-9)
     args = SimpleNamespace(save_strategy="steps", eval_strategy="no")
     state = SimpleNamespace(global_step=7)
     control = TrainerControl()
@@ -389,7 +392,7 @@ def test_time_budget_stops_training_with_a_checkpoint_and_an_evaluation():
     control = callback.on_step_end(args, state, control)
     assert control.should_training_stop and control.should_save and not control.should_evaluate
     with pytest.raises(ValueError, match="max_train_minutes"):
-        common.task_defaults("summarization", DataArguments(max_train_minutes=0))
+        arguments.task_defaults("summarization", DataArguments(max_train_minutes=0))
 
 
 def test_recipes_run_as_plain_scripts():
@@ -412,11 +415,11 @@ def test_learning_curves_are_drawn_from_the_history_training_left(tmp_path, monk
     so that it does not read as one more point of the greedy validation curve."""
     from types import SimpleNamespace
 
-    import s2s.plotting
+    import recipes.plotting
 
     drawn = []
     monkeypatch.setattr(
-        s2s.plotting, "plot_learning_curves", lambda history, out: drawn.append(history) or []
+        recipes.plotting, "plot_learning_curves", lambda history, out: drawn.append(history) or []
     )
     training = [{"step": 10, "loss": 2.0}, {"step": 20, "eval_bleu": 30.0}]
     final = {"step": 20, "eval_bleu": 33.0}
@@ -424,6 +427,6 @@ def test_learning_curves_are_drawn_from_the_history_training_left(tmp_path, monk
     saver = SimpleNamespace(save_pretrained=lambda path: None)
     trainer = SimpleNamespace(args=SimpleNamespace(output_dir=str(tmp_path)), state=state)
     model = SimpleNamespace(generation_config=saver)
-    common.save_run_files(trainer, saver, model, ModelArguments(), DataArguments(), curve_history=training)
-    common.save_run_files(trainer, saver, model, ModelArguments(), DataArguments())  # no training: all of it
+    outputs.save_run_files(trainer, saver, model, ModelArguments(), DataArguments(), curve_history=training)
+    outputs.save_run_files(trainer, saver, model, ModelArguments(), DataArguments())  # no training: all of it
     assert drawn == [training, [*training, final]]

@@ -3,15 +3,15 @@ checkpoint-<step> folders (newest by step), and default_data_collator's error sa
 
 import pytest
 
-from recipes import common
+from recipes import arguments
 from s2s.data_collator import default_data_collator
 
 
 def check(output_dir, *extra):
-    model_args, data_args, training_args = common.parse_arguments(
+    model_args, data_args, training_args = arguments.parse_arguments(
         ["--do_train", "--train_file", "train.jsonl", "--output_dir", str(output_dir), *extra]
     )
-    common.check_arguments(model_args, data_args, training_args)
+    arguments.check_arguments(model_args, data_args, training_args)
 
 
 def test_folders_that_only_look_like_checkpoints_do_not_block_training(tmp_path):

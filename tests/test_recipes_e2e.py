@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("s2s.seq2seq_trainer", reason="waits for s2s.seq2seq_trainer.Seq2SeqTrainer (issue 3)")
 
-from recipes import common, generate, translation  # noqa: E402
+from recipes import generate, outputs, translation  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "recipes" / "configs"
@@ -38,7 +38,7 @@ def check_outputs(out: Path, results: dict, metric: str, *, steps: int, n_test: 
         "generation_config.json",
         "config.json",
         "model.safetensors",
-        common.RECIPE_ARGS_FILE,
+        outputs.RECIPE_ARGS_FILE,
         "learning_curve_loss.png",
         "learning_curve_learning_rate.png",
         f"learning_curve_eval_{metric}.png",

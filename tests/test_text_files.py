@@ -6,7 +6,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from s2s.text_files import DataFileError, detect_format, load_text_pairs, parallel_files
+from recipes.text_files import DataFileError, detect_format, load_text_pairs, parallel_files
 
 TRANSLATION = {"source_field": "translation.de", "target_field": "translation.en"}
 PAIRS = [("Ein Hund.", "A dog."), ("Zwei Katzen.", "Two cats."), ("Ein Haus.", "A house.")]
@@ -215,7 +215,7 @@ def test_empty_target_is_an_error(load, tmp_path, text):
 def test_empty_examples_dropped_and_counted_when_asked(load, tmp_path, caplog):
     pairs = [("", "A dog."), *PAIRS, ("Ein Baum.", " ")]
     path = write_jsonl(tmp_path / "d.jsonl", translation_records(pairs))
-    with caplog.at_level(logging.WARNING, logger="s2s.text_files"):
+    with caplog.at_level(logging.WARNING, logger="recipes.text_files"):
         ds = load(path, drop_empty=True, **TRANSLATION)
     assert list(zip(ds["source"], ds["target"])) == PAIRS
     assert "dropped 2 example(s)" in caplog.text and "lines 1, 5" in caplog.text
@@ -339,3 +339,14 @@ def test_csv_broken_quoting_names_the_line_where_the_row_starts(load, tmp_path, 
     with pytest.raises(DataFileError, match="malformed CSV row") as exc:
         load(path, source_field="document", target_field="summary")
     assert_names(exc, path, line=3, field=None)
+
+
+def test_each_line_format_has_its_reader_in_the_table(load, tmp_path):
+    """The loader picks the reader from the READERS table by format; a new format is one entry there."""
+    from recipes.text_files import READERS
+
+    assert set(READERS) == {"json", "csv", "tsv", "text"}
+    (tmp_path / "train.tsv").write_text("de\ten\nEin Hund.\tA dog.\n", encoding="utf-8")
+    rows = list(READERS["tsv"]((tmp_path / "train.tsv",) * 2, ("de", "en")))
+    assert rows == [(2, "Ein Hund.", "A dog.")]
+    assert load(tmp_path / "train.tsv", source_field="de", target_field="en")["source"] == ["Ein Hund."]

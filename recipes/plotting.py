@@ -5,7 +5,7 @@ Reads the `log_history` of a `trainer_state.json` (a list of dicts, each with a 
 Figures are drawn with matplotlib's object API on an Agg canvas, never through `pyplot`, so plotting works
 without a display and does not change the backend or the global state of a program that also uses pyplot.
 
-    python -m s2s.plotting out/trainer_state.json            # writes the PNGs next to it
+    python -m recipes.plotting out/trainer_state.json            # writes the PNGs next to it
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from recipes.cli import DEBUG_HELP, run_command
 
 # Bookkeeping numbers that are logged like metrics but are not curves anyone wants to read.
 _NOT_CURVES = {"step", "epoch", "total_flos", "num_input_tokens_seen"}
@@ -139,9 +141,10 @@ def _is_number(value: Any) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s2s.plotting", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipes.plotting", description=__doc__.split("\n\n")[0])
     parser.add_argument("trainer_state", help="path to trainer_state.json")
     parser.add_argument("--output_dir", help="where to write the PNGs (default: next to the state file)")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     output_dir = args.output_dir or Path(args.trainer_state).parent
     for path in plot_learning_curves(args.trainer_state, output_dir):
@@ -150,4 +153,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main))
