@@ -215,7 +215,10 @@ def run_variant(name: str, *, size: str, seed: int, steps: int) -> RunResult:
 def summarise(runs: list[dict]) -> str:
     """A markdown table: per variant and size, the mean (min-max) over seeds of each loss and the BLEU."""
     lines = []
-    keys = sorted({(r["size"], r["variant"]) for r in runs}, key=lambda k: (k[0], list(VARIANTS).index(k[1])))
+    keys = sorted(
+        {(r["size"], r["variant"]) for r in runs},
+        key=lambda k: (SIZES.index(k[0]), list(VARIANTS).index(k[1])),
+    )
     steps = sorted({int(s) for r in runs for s in r["losses"]})
     lines.append(
         "| size | variant | seeds | " + " | ".join(f"loss @{s}" for s in steps) + " | BLEU (4 beams) |"

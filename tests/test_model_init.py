@@ -1,8 +1,9 @@
 """How a fresh Transformer draws its weights (`init_style`), and that the default learns where to attend quickly.
 
 The regression guarded here: with every projection drawn from N(0, 0.02), a d_model-64 model's attention starts
-nearly uniform and stays so for hundreds of updates; the shifted-digits task (bench/init_ab.py) then sits at
-loss ln(10) and scores BLEU ~0.5 after 600 updates, where the xavier default scores ~99.7 (bench/README.md).
+nearly uniform and stays so for hundreds of updates. On the shifted-digits task (bench/init_ab.py) the `tiny`
+preset so initialised is still at loss ln(10) = 2.30 after 200 updates and scores BLEU 0.5-0.9 after 600, where
+the xavier default is at 0.12 and scores 99.9-100 (two seeds each, bench/README.md).
 """
 
 from __future__ import annotations
