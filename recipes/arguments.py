@@ -105,6 +105,13 @@ class DataArguments:
     drop_empty_examples: bool = False
     """Drop examples whose source or target is empty (counted in a warning) instead of stopping with an error."""
 
+    pad_to_multiple_of: int | None = 8
+    """Pad the sources and the targets of each batch to a length that is a multiple of this (1: to the longest
+    in the batch). On CPU every distinct matrix shape makes oneDNN compile and keep its own kernel, and batches
+    of every length keep the heap fragmented: rounding lengths up to a multiple of 8 leaves an eighth of the
+    shapes, which lowered the demo's peak memory and made its updates faster, not slower, despite the extra
+    padding. The padding is masked: the loss and the outputs are those of the unpadded batch, up to rounding."""
+
     preprocessing_num_workers: int | None = None
     """Processes for tokenizing (`datasets.map(num_proc=...)`); unset: one."""
 
@@ -153,7 +160,13 @@ def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
         data_args.text_column = data_args.text_column or "document"
         data_args.summary_column = data_args.summary_column or "summary"
         data_args.metrics = data_args.metrics or ["rouge"]
-    for name in ("max_source_length", "max_target_length", "val_max_target_length", "num_beams"):
+    for name in (
+        "max_source_length",
+        "max_target_length",
+        "val_max_target_length",
+        "num_beams",
+        "pad_to_multiple_of",
+    ):
         value = getattr(data_args, name)
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")

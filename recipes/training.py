@@ -33,7 +33,9 @@ def build_trainer(
     trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        data_collator=DataCollatorForSeq2Seq(
+            tokenizer, model=model, pad_to_multiple_of=data_args.pad_to_multiple_of
+        ),
         train_dataset=tokenized.get("train"),
         eval_dataset=tokenized.get("validation"),
         tokenizer=tokenizer,

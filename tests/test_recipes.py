@@ -45,7 +45,8 @@ def test_demo_config_is_the_promised_job():
     assert model_args.tokenizer_backend == "sentencepiece"
     assert training_args.bf16 and training_args.max_tokens_per_batch
     assert training_args.label_smoothing_factor == 0.1 and data_args.num_beams == 4
-    assert training_args.max_steps > 0  # a step budget, not open-ended epochs
+    # a fixed number of updates, the same on every machine: no wall-clock budget that a busy machine cuts short
+    assert training_args.max_steps == 1000 and data_args.max_train_minutes is None
 
 
 def test_config_file_with_command_line_overrides(tmp_path):
@@ -430,3 +431,53 @@ def test_learning_curves_are_drawn_from_the_history_training_left(tmp_path, monk
     outputs.save_run_files(trainer, saver, model, ModelArguments(), DataArguments(), curve_history=training)
     outputs.save_run_files(trainer, saver, model, ModelArguments(), DataArguments())  # no training: all of it
     assert drawn == [training, [*training, final]]
+
+
+def test_time_budget_bar_shows_seconds_of_the_budget_not_steps():
+    from types import SimpleNamespace
+
+    budget = callbacks.TimeBudgetCallback(minutes=0.5)
+    bar = callbacks.TimeBudgetProgressCallback(budget)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=3000)
+    budget.on_train_begin(None, state, None)
+    bar.on_train_begin(None, state, None)
+    assert bar.training_bar.total == 30  # seconds, whatever max_steps says
+    budget.start -= 12.4  # 12 seconds into the budget
+    state.global_step = 5
+    bar.on_step_end(None, state, None)
+    assert bar.training_bar.n == 12 and "step 5/3000" in bar.training_bar.postfix
+    assert "of 00:30" in str(bar.training_bar)
+    budget.start -= 100  # past the budget: the bar stops full
+    bar.on_step_end(None, state, None)
+    assert bar.training_bar.n == 30
+    bar.on_train_end(None, state, None)
+
+
+def test_a_time_budget_replaces_the_step_bar(tokenizer, tmp_path):
+    from s2s.callbacks import PrinterCallback, ProgressCallback
+
+    model_args = ModelArguments(
+        model_preset="tiny",
+        model_overrides={
+            "d_model": 16,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "num_heads": 2,
+            "ffn_dim": 32,
+        },
+    )
+    data_args = arguments.task_defaults("translation", DataArguments(source_lang="de", target_lang="en"))
+    model = modeling.load_or_build_model(model_args, data_args, tokenizer)
+
+    def kinds(minutes, disable_tqdm):
+        data_args.max_train_minutes = minutes
+        args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to="none", disable_tqdm=disable_tqdm)
+        trainer = training.build_trainer(model, tokenizer, args, {}, data_args=data_args, task="translation")
+        return [type(cb) for cb in trainer.callback_handler.callbacks]
+
+    budget_bar = kinds(1.0, False)
+    assert callbacks.TimeBudgetProgressCallback in budget_bar and ProgressCallback not in budget_bar
+    assert callbacks.TimeBudgetCallback in budget_bar
+    assert ProgressCallback in kinds(None, False)  # no budget: the usual step bar
+    printed = kinds(1.0, True)  # no bars at all: nothing to replace
+    assert PrinterCallback in printed and callbacks.TimeBudgetProgressCallback not in printed
