@@ -124,7 +124,7 @@ def run(
     rows = {
         "random": random_batches,
         "length_grouped": epoch_of(LengthGroupedSampler(lengths, batch_size, seed=seed)),
-        # What Hugging Face's group_by_length does: group by the source length only (ANCHORS F2).
+        # What Hugging Face's group_by_length does: group by the source length only.
         "length_grouped_source_only": epoch_of(LengthGroupedSampler(lengths[:, 0], batch_size, seed=seed)),
         "sortish": epoch_of(SortishSampler(lengths, batch_size, seed=seed)),
         "token_budget": epoch_of(TokenBudgetBatchSampler(lengths, max_tokens, seed=seed)),
