@@ -20,7 +20,9 @@ def build_ours(size: dict[str, int], *, vocab_size: int, seed: int = 0, **overri
     return TransformerForConditionalGeneration(config)
 
 
-def build_bart(size: dict[str, int], *, vocab_size: int, seed: int = 0) -> torch.nn.Module:
+def build_bart(
+    size: dict[str, int], *, vocab_size: int, seed: int = 0, max_length: int = 128
+) -> torch.nn.Module:
     from transformers import BartConfig, BartForConditionalGeneration
 
     torch.manual_seed(seed)
@@ -46,10 +48,20 @@ def build_bart(size: dict[str, int], *, vocab_size: int, seed: int = 0) -> torch
         scale_embedding=True,
     )
     model = BartForConditionalGeneration(config)
-    # A config-built BART carries no generation defaults worth keeping (BART's are for summarisation).
-    model.generation_config.update(
-        num_beams=1, max_length=128, no_repeat_ngram_size=0, early_stopping=False, length_penalty=1.0
-    )
+    # A config-built BART carries no generation defaults worth keeping (BART's are for summarisation). They are
+    # set on the generation config, where transformers 4.x and 5.x both read them (5.x no longer takes them
+    # from the model config).
+    generation = model.generation_config
+    for name, value in {
+        "num_beams": 1,
+        "max_length": max_length,
+        "no_repeat_ngram_size": 0,
+        "early_stopping": False,
+        "length_penalty": 1.0,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
+    }.items():
+        setattr(generation, name, value)
     return model
 
 
