@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_generation import PAD, SOURCES, brute_force, config, generated, random_table_model
-from test_model import UncachedModel, source_batch, tiny_model
+from test_model import check_cached_equals_uncached, source_batch, tiny_model
 from test_trainer import NaNOnPoison, poisoned_examples
 from test_trainer_accumulation import train_params
 from test_trainer_resume import StopAt, losses, make_trainer
@@ -119,22 +119,7 @@ def test_wide_beam_equals_brute_force(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_cached_decoding_equals_uncached(device, num_beams):
-    model = tiny_model(seed=4).to(device)
-    ids, mask = (t.to(device) for t in source_batch())
-    options = dict(
-        num_beams=num_beams,
-        num_return_sequences=num_beams,
-        max_new_tokens=7,
-        no_repeat_ngram_size=2,
-        return_dict_in_generate=True,
-        output_scores=True,
-    )
-    cached = model.generate(ids, mask, **options)
-    generation_config = model.generation_config.copy()
-    generation_config.update(**options)
-    reference = generate(UncachedModel(model), ids, mask, generation_config=generation_config)
-    assert torch.equal(cached.sequences, reference.sequences)
-    torch.testing.assert_close(cached.sequences_scores, reference.sequences_scores, atol=1e-4, rtol=1e-4)
+    check_cached_equals_uncached(device=device, num_beams=num_beams, tolerance=1e-4)
 
 
 # --------------------------------------------------------------------------------------------- CUDA only

@@ -190,12 +190,12 @@ class UncachedModel:
         return self.model(cache.ids, cache.mask, decoder_input_ids=cache.history).logits[:, -1]
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_cached_generation_equals_uncached_generation(num_beams):
+def check_cached_equals_uncached(*, device: str, num_beams: int, tolerance: float) -> None:
+    """Beam or greedy decoding with the KV cache gives the tokens and scores of re-running the whole model."""
     from s2s.generation import generate
 
-    model = tiny_model(seed=4)
-    ids, mask = source_batch()
+    model = tiny_model(seed=4).to(device)
+    ids, mask = (t.to(device) for t in source_batch())
     options = dict(
         num_beams=num_beams,
         num_return_sequences=num_beams,
@@ -209,7 +209,14 @@ def test_cached_generation_equals_uncached_generation(num_beams):
     config.update(**options)
     reference = generate(UncachedModel(model), ids, mask, generation_config=config)
     assert torch.equal(cached.sequences, reference.sequences)
-    torch.testing.assert_close(cached.sequences_scores, reference.sequences_scores, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cached.sequences_scores, reference.sequences_scores, atol=tolerance, rtol=tolerance
+    )
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_cached_generation_equals_uncached_generation(num_beams):
+    check_cached_equals_uncached(device="cpu", num_beams=num_beams, tolerance=1e-5)
 
 
 def test_generate_greedy_equals_uncached_argmax_loop():
