@@ -67,22 +67,30 @@ def decode_torch(
     with torch.no_grad(), autocast:
         for start in range(0, sources.size(0), batch_size):
             ids = sources[start : start + batch_size]
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                num_beams=num_beams,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                early_stopping=num_beams > 1,
-                length_penalty=1.0,
+            produced += generate_exactly(
+                model, ids, torch.ones_like(ids), num_beams=num_beams, new_tokens=new_tokens
             )
-            if out.size(1) != new_tokens + 1:  # + the decoder start token
-                raise RuntimeError(
-                    f"{type(model).__name__}: {out.size(1) - 1} new tokens, expected {new_tokens}"
-                )
-            produced += out.size(0)
     return produced
+
+
+def generate_exactly(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, *, num_beams: int, new_tokens: int
+) -> int:
+    """One `model.generate` call forced to exactly `new_tokens` new tokens (ours and Hugging Face take the same
+    arguments), so both engines do equal work; returns the number of sequences, after checking their length."""
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        num_beams=num_beams,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        early_stopping=num_beams > 1,
+        length_penalty=1.0,
+    )
+    if out.size(1) != new_tokens + 1:  # + the decoder start token
+        raise RuntimeError(f"{type(model).__name__}: {out.size(1) - 1} new tokens, expected {new_tokens}")
+    return out.size(0)
 
 
 def decode_ct2(generator, sources: torch.Tensor, *, batch_size: int, num_beams: int, new_tokens: int) -> int:

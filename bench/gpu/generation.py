@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from bench.common import compare
+from bench.generation import generate_exactly
 from bench.gpu.data import source_batches
 from bench.gpu.harness import log
 from bench.gpu.models import build
@@ -37,21 +38,7 @@ def decode(model, batches, *, num_beams: int, new_tokens: int, bf16: bool, devic
     produced = 0
     with torch.no_grad(), autocast:
         for ids, mask in batches:
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                num_beams=num_beams,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                early_stopping=num_beams > 1,
-                length_penalty=1.0,
-            )
-            if out.size(1) != new_tokens + 1:  # + the decoder start token
-                raise RuntimeError(
-                    f"{type(model).__name__}: {out.size(1) - 1} new tokens, expected {new_tokens}"
-                )
-            produced += out.size(0)
+            produced += generate_exactly(model, ids, mask, num_beams=num_beams, new_tokens=new_tokens)
     return produced
 
 
