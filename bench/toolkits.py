@@ -18,6 +18,23 @@ from typing import Any
 SIDES = ("ours", "theirs")
 
 
+# What both sides of every training comparison share: the same optimizer and schedule inputs, and none of the
+# work (logging, checkpoints, progress bars, loader workers) that would time something other than training.
+SHARED_SETTINGS: dict[str, Any] = {
+    "optim": "adamw_torch_fused",
+    "learning_rate": 5e-4,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "logging_steps": 10**6,
+    "save_strategy": "no",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+    "remove_unused_columns": False,
+    "seed": 0,
+}
+
+
 @dataclass
 class Toolkit:
     side: str
@@ -47,18 +64,8 @@ class Toolkit:
             "output_dir": str(output_dir),
             "use_cpu": True,
             "bf16": precision == "bf16",
-            "optim": "adamw_torch_fused",
-            "learning_rate": 5e-4,
-            "weight_decay": 0.0,
-            "max_grad_norm": 1.0,
-            "logging_steps": 10**6,
-            "save_strategy": "no",
-            "report_to": "none",
-            "disable_tqdm": True,
-            "dataloader_num_workers": 0,
             "dataloader_pin_memory": False,
-            "remove_unused_columns": False,
-            "seed": 0,
+            **SHARED_SETTINGS,
         }
         settings.update(overrides)
         cls = self.Seq2SeqTrainingArguments if seq2seq else self.TrainingArguments

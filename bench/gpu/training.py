@@ -31,22 +31,9 @@ from bench.gpu.harness import log
 from bench.gpu.models import build
 from bench.gpu.settings import Settings
 from bench.models import training_flops
-from bench.toolkits import load_toolkit, step_timer
+from bench.toolkits import SHARED_SETTINGS, load_toolkit, step_timer
 
-SHARED = {
-    "bf16": True,
-    "optim": "adamw_torch_fused",
-    "learning_rate": 5e-4,
-    "weight_decay": 0.0,
-    "max_grad_norm": 1.0,
-    "logging_steps": 10**6,
-    "save_strategy": "no",
-    "report_to": "none",
-    "disable_tqdm": True,
-    "dataloader_num_workers": 0,
-    "remove_unused_columns": False,
-    "seed": 0,
-}
+SHARED = {"bf16": True, **SHARED_SETTINGS}
 
 
 def arguments(cls: type, *, strict: bool, **settings: Any) -> tuple[Any, list[str]]:
