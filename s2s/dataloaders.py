@@ -2,15 +2,15 @@
 
 Training order comes from a resumable sampler (``samplers`` protocol): deterministic given
 ``(seed, epoch)``, and the trainer sets how much of the epoch was already consumed before iterating, so a
-resumed run continues the uninterrupted run's order without reading the skipped data (Hugging Face skips by reading the
-batches again, and with ``group_by_length`` replays a different order after a resume).
+resumed run continues the uninterrupted run's order without reading the skipped data (Hugging Face skips by
+reading the batches again, and with ``group_by_length`` replays a different order after a resume).
 
 Evaluation runs in dataset order, or longest-first with ``group_by_length`` (tight batches, out-of-memory at
 the first batch); either way the sampler carries the order, and the evaluation loop puts predictions back in
-dataset order (Hugging Face evaluates through a random sampler under ``group_by_length``, so its
-predictions come back shuffled). Under torch.distributed each process takes every ``num_replicas``-th example of
-that order: no padding repeats, so every example is evaluated exactly once (a distributed
-sampler that pads by repeating examples would score some of them twice).
+dataset order (Hugging Face evaluates through a random sampler under ``group_by_length``, so its predictions
+come back shuffled). Under torch.distributed each process takes every ``num_replicas``-th example of that
+order: no padding repeats, so every example is evaluated exactly once (a distributed sampler that pads by
+repeating examples would score some of them twice).
 """
 
 from __future__ import annotations
