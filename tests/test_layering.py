@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.paths import REPO
 
 FORBIDDEN = {
     "metrics": {"torch", "s2s", "samplers", "recipes"},

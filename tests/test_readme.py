@@ -2,11 +2,12 @@
 
 import os
 import re
-from pathlib import Path
 
 import torch
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests.paths import REPO
+
+README = REPO / "README.md"
 
 
 def python_blocks(text: str) -> list[str]:

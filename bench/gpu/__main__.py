@@ -4,7 +4,7 @@
     python -m bench.gpu --device cpu --tiny --out DIR                    # the same code on CPU, about a minute
 
 Sections, in order, each under its own time cap, each recorded (figures, or the traceback) whatever happens to
-the others: `environment` (nvidia-smi, versions), `tests` (pytest -m cuda on tests/test_cuda.py), `peak` (bf16
+the others: `environment` (nvidia-smi, versions), `tests` (pytest -m cuda on tests/s2s/test_cuda.py), `peak` (bf16
 and fp32 matmul rates), `training` (target tokens/s, ours vs Hugging Face, bf16) and `generation` (sequences/s,
 greedy and beam search, bf16 and fp32). `results.json` and `results.md` in `--out` are rewritten after every
 section, next to `cuda_tests.log`. The exit code is 0 when every section ran (a failed test or a slow figure

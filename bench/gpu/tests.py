@@ -1,4 +1,4 @@
-"""The `cuda` tests (tests/test_cuda.py), run by pytest in a child process under a time limit.
+"""The `cuda` tests (tests/s2s/test_cuda.py), run by pytest in a child process under a time limit.
 
 The outcome of each test is read from pytest's verbose output as it is written, so a run stopped at the limit
 still reports the tests it finished. The CPU decoding kernel is switched off (`S2S_DECODE_KERNEL=0`): a GPU
@@ -22,7 +22,7 @@ SUMMARY = re.compile(r"^=+ (.*(?:passed|failed|skipped|error|deselected).*) =+$"
 def run_cuda_tests(out: Path, *, timeout: float, partial: dict) -> dict:
     log_path = out / "cuda_tests.log"
     command = [
-        sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-v", "-rfEs",
+        sys.executable, "-m", "pytest", "tests/s2s/test_cuda.py", "-m", "cuda", "-v", "-rfEs",
         "-p", "no:cacheprovider", "--durations=8",
     ]  # fmt: skip
     env = {**os.environ, "S2S_DECODE_KERNEL": "0", "PYTHONUNBUFFERED": "1"}

@@ -24,11 +24,10 @@ pytest.importorskip(
 )
 pytest.importorskip("accelerate", reason="Hugging Face's Trainer needs accelerate")
 
-from tiny_assets import write_tiny_bart, write_translation_files  # noqa: E402
-
 from s2s.last_checkpoint import get_last_checkpoint, is_hf_checkpoint  # noqa: E402
+from tests.hf_examples.tiny_assets import write_tiny_bart, write_translation_files  # noqa: E402
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("run_translation.py")
 BEGIN, END = "# >>> toolkit imports", "# <<< toolkit imports"
 S2S_IMPORTS = """from s2s import (
