@@ -57,6 +57,9 @@ class TransformerCache:
         """ancestors[s, n]: which of its source's R rows holds row n's history at position s."""
         self._local = torch.arange(self.rows, device=device) % rows_per_source
         self._mask: Tensor | None = None
+        self.position_bias: Tensor | None = None
+        """(1, H, 1, length + 1) relative-position bias of the position being decoded over the positions up to
+        it, set by the model before each step when it uses relative positions; None otherwise."""
         self.packed = packed
         """The decoder's weights packed for decoding on CPU in fp32 or bf16 (see packed.py), or None."""
 
@@ -80,7 +83,14 @@ class TransformerCache:
         values = self._kv[layer, 1, :, :, : t + 1].reshape(b, heads, (t + 1) * r, dh)
         if layer == 0:
             self._mask = self._ancestry_mask(t)
+            if self.position_bias is not None:
+                self._mask = self._biased_mask(self._mask, dtype=k.dtype)
         return keys, values, self._mask
+
+    def _biased_mask(self, mask: Tensor | None, *, dtype: torch.dtype) -> Tensor:
+        """The position bias over keys laid out as (time, row), -inf outside each row's ancestors."""
+        bias = self.position_bias.repeat_interleave(self.rows_per_source, dim=-1).to(dtype)
+        return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
     def _ancestry_mask(self, t: int) -> Tensor | None:
         if self.rows_per_source == 1:

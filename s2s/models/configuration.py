@@ -19,6 +19,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "gated-gelu", "gated-gelu_tanh", "gated-relu")
+POSITION_EMBEDDINGS = ("sinusoidal", "sinusoidal_marian", "learned", "relative")
+
+
 @dataclass
 class TransformerConfig:
     """Encoder-decoder Transformer hyper-parameters. Special ids follow the project: pad 0, bos 2, eos 3."""
@@ -41,21 +45,51 @@ class TransformerConfig:
     activation_dropout: float = 0.0
     """Dropout after the feed-forward activation."""
     activation: str = "relu"
-    """"relu", "gelu" or "swiglu"."""
+    """Feed-forward activation: "relu", "gelu" (exact), "gelu_tanh" (tanh approximation) or "silu"; or a gated
+    block that multiplies the activated half of a doubled first projection with its other half: "swiglu"
+    (silu), "gated-gelu", "gated-gelu_tanh" (T5 v1.1 and Flan-T5) or "gated-relu"."""
     pre_norm: bool = True
     """LayerNorm before each sub-block (plus a final LayerNorm); False: after the residual (original paper).
     Pre-norm trains stably without careful warm-up."""
     layer_norm_eps: float = 1e-5
+    normalization: str = "layernorm"
+    """"layernorm", or "rmsnorm" (scale by the root mean square only, no mean and no bias, as T5)."""
+    bias: bool = True
+    """Attention and feed-forward projections have biases (T5 has none)."""
+    layernorm_embedding: bool = False
+    """Normalise the sum of token and position embeddings before the first layer (BART, mBART)."""
+    attention_head_dim: int | None = None
+    """Size of each attention head; None: d_model // num_heads. T5 v1.1 uses heads * head size != d_model."""
+    scale_attention_scores: bool = True
+    """Divide query-key products by sqrt(head size). T5 does not (its initialisation absorbs the factor)."""
     share_embeddings: bool = True
     """One embedding table for source and target (a joint vocabulary)."""
     tie_word_embeddings: bool = True
     """The output projection reuses the decoder embedding matrix."""
     position_embedding: str = "sinusoidal"
-    """"sinusoidal" (fixed) or "learned"."""
+    """How positions enter the model. Added to the token embeddings: "sinusoidal" (fixed; frequencies
+    10000**(-i / (d/2 - 1)), sines in the first half, cosines in the second), "sinusoidal_marian" (fixed; the
+    frequencies 10000**(-2i / d) of "Attention is all you need" in the same halves layout, as Marian) or
+    "learned". Or "relative": no position embedding, a learned bias per head on each attention score, looked up
+    by bucketed query-key distance and shared by the layers of a stack (T5)."""
+    position_offset: int = 0
+    """Learned positions: the table row of position 0 (BART and mBART keep two unused rows first: 2)."""
+    positions_from_padding: bool = False
+    """Position ids count the non-padding tokens of each row, starting at pad_token_id + 1, and a padding token
+    gets the zero row pad_token_id (fairseq's convention, kept by M2M100 and NLLB): a left-padded row gets the
+    positions of the unpadded one. False: positions 0, 1, 2, ... in every row."""
     max_position_embeddings: int = 1024
-    """Longest source or target sequence the model accepts."""
+    """Longest source or target sequence the model accepts (not a limit with relative positions)."""
+    relative_attention_num_buckets: int = 32
+    """Relative positions: number of distance buckets (half per direction in the encoder)."""
+    relative_attention_max_distance: int = 128
+    """Relative positions: distances from this on share the last bucket."""
     scale_embedding: bool = True
     """Multiply token embeddings by sqrt(d_model)."""
+    final_logits_bias: bool = False
+    """A fixed (not trained) bias added to the logits, kept in the weights file (BART, mBART, Marian)."""
+    scale_decoder_output: bool = False
+    """Multiply the decoder output by d_model**-0.5 before the output projection (T5 with tied embeddings)."""
     pad_token_id: int = 0
     bos_token_id: int = 2
     eos_token_id: int = 3
@@ -81,7 +115,12 @@ class TransformerConfig:
                 or value < (0 if "layers" in name else 1)
             ):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.d_model % self.num_heads:
+        if self.attention_head_dim is not None:
+            if not isinstance(self.attention_head_dim, int) or self.attention_head_dim < 1:
+                raise ValueError(
+                    f"attention_head_dim must be a positive int or None, got {self.attention_head_dim!r}"
+                )
+        elif self.d_model % self.num_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}); "
                 "change one of them"
@@ -89,15 +128,29 @@ class TransformerConfig:
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.activation not in ("relu", "gelu", "swiglu"):
-            raise ValueError(f"activation must be 'relu', 'gelu' or 'swiglu', got {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
+        if self.normalization not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"normalization must be 'layernorm' or 'rmsnorm', got {self.normalization!r}")
+        if self.position_offset < 0:
+            raise ValueError(f"position_offset must be >= 0, got {self.position_offset}")
+        if self.position_offset and self.position_embedding != "learned":
+            raise ValueError("position_offset applies to learned positions only; set it to 0")
+        if self.positions_from_padding and self.position_embedding == "relative":
+            raise ValueError(
+                "positions_from_padding needs absolute positions, not position_embedding='relative'"
+            )
+        for name in ("relative_attention_num_buckets", "relative_attention_max_distance"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
         if self.init_style not in ("xavier", "normal"):
             raise ValueError(f"init_style must be 'xavier' or 'normal', got {self.init_style!r}")
         if not self.init_std > 0.0:
             raise ValueError(f"init_std must be positive, got {self.init_std!r}")
-        if self.position_embedding not in ("sinusoidal", "learned"):
+        if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
-                f"position_embedding must be 'sinusoidal' or 'learned', got {self.position_embedding!r}"
+                f"position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}; "
+                f"got {self.position_embedding!r}"
             )
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
@@ -106,7 +159,16 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+        return self.attention_head_dim or self.d_model // self.num_heads
+
+    @property
+    def attention_dim(self) -> int:
+        """Width of the concatenated heads (d_model unless `attention_head_dim` says otherwise)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def gated_ffn(self) -> bool:
+        return self.activation == "swiglu" or self.activation.startswith("gated-")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TransformerConfig:

@@ -52,11 +52,14 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def supports(q: Tensor, k: Tensor, v: Tensor) -> bool:
+def supports(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: float | None = None) -> bool:
     """Whether the kernel handles these inputs: CPU, one dtype (fp32 or bf16), no autograd, contiguous head
-    dimension of a multiple of 16."""
+    dimension of a multiple of 16, the default 1/sqrt(head size) score scale and at most a bool mask. A float
+    mask (an additive bias, as T5's relative positions) or another scale goes through torch operations."""
     return (
-        q.device.type == "cpu"
+        scale is None
+        and (mask is None or mask.dtype == torch.bool)
+        and q.device.type == "cpu"
         and q.dtype in (torch.float32, torch.bfloat16)
         and q.dtype == k.dtype == v.dtype
         and q.size(-1) % LANES == 0

@@ -54,7 +54,7 @@ def _xavier_init(model: nn.Module, config: TransformerConfig) -> None:
             fused[module.qkv] = 3
         elif isinstance(module, CrossAttention):
             fused[module.kv] = 2
-        elif isinstance(module, FeedForward) and module.activation == "swiglu":
+        elif isinstance(module, FeedForward) and module.gated:
             fused[module.fc1] = 2
     output_projection = getattr(model, "lm_head", None)
     for module in model.modules():

@@ -29,7 +29,53 @@ def sinusoidal_table(num_positions: int, dim: int) -> Tensor:
     return table
 
 
-def decode_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None) -> Tensor:
+def marian_sinusoidal_table(num_positions: int, dim: int) -> Tensor:
+    """(num_positions, dim) fixed positions with the frequencies of "Attention is all you need"
+    (10000**(-2i / dim)) in Marian's layout: sines of all frequencies first, then cosines (computed in float64,
+    as Marian's own table, before rounding to fp32)."""
+    half = (dim + 1) // 2
+    exponent = 2 * torch.arange(half, dtype=torch.float64) / dim
+    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] / torch.pow(10000.0, exponent)[None, :]
+    return torch.cat([angles.sin(), angles.cos()[:, : dim // 2]], dim=1).float()
+
+
+def relative_position_bucket(
+    relative: Tensor, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Tensor:
+    """T5's bucket of each key-minus-query distance: exact buckets for small distances, logarithmically wider
+    ones up to `max_distance`, then the last bucket. Bidirectional (encoder) halves the buckets between
+    the two directions; otherwise (decoder) only past keys (negative distances) are told apart."""
+    buckets = torch.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative > 0).long() * num_buckets
+        distance = relative.abs()
+    else:
+        distance = -torch.clamp(relative, max=0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    large = (
+        max_exact
+        + (
+            torch.log(distance.float() / max_exact)
+            / math.log(max_distance / max_exact)
+            * (num_buckets - max_exact)
+        ).long()
+    )
+    large = torch.clamp(large, max=num_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+def make_norm(config: TransformerConfig) -> nn.Module:
+    """The configured normalisation over d_model (see `TransformerConfig.normalization`)."""
+    if config.normalization == "rmsnorm":
+        return nn.RMSNorm(config.d_model, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+
+def decode_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, scale: float | None = None
+) -> Tensor:
     """Decode-time attention of a few query positions per row over the cached keys, in the cache's dtype.
 
     Under bf16 autocast the cache is bf16: at these sizes decode attention mostly streams the cached keys and
@@ -41,19 +87,20 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = N
     On CPU all of this gives way to the fused kernel of `decode_kernel.py` when it is built: the same
     computation in one pass over the cache, and 12-27% faster decoding end to end. Other devices (CUDA) always
     take `scaled_dot_product_attention`, mask or not: its fused kernels (flash, memory-efficient) read the
-    cache once and keep the softmax statistics in fp32, and none of the CPU measurements apply there."""
+    cache once and keep the softmax statistics in fp32, and none of the CPU measurements apply there.
+
+    `mask` is bool (True where allowed) or an additive float bias; `scale` replaces 1/sqrt(head size)."""
     with torch.autocast(q.device.type, enabled=False):
         q = q.to(k.dtype)
         if q.device.type != "cpu":
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        fused = decode_kernel.kernel() if decode_kernel.supports(q, k, v) else None
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        fused = decode_kernel.kernel() if decode_kernel.supports(q, k, v, mask, scale) else None
         if fused is not None:
             return fused(q, k, v, mask)
         if mask is None and k.dtype == torch.float32:
-            return F.scaled_dot_product_attention(q, k, v)
-        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)
-        if mask is not None:
-            scores.masked_fill_(~mask, float("-inf"))
+            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5 if scale is None else scale)
+        scores = _apply_mask(scores, mask)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
         return torch.matmul(weights, v)
 
@@ -64,17 +111,32 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = N
 MATMUL_ATTENTION_MAX_KEYS = 256
 
 
+def _apply_mask(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Scores with a bool mask (-inf where False) or an additive float mask applied."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill_(~mask, float("-inf"))
+    return scores.add_(mask.to(scores.dtype))
+
+
 def matmul_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, dropout_p: float, is_causal: bool
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    dropout_p: float,
+    is_causal: bool,
+    scale: float | None = None,
 ) -> Tensor:
     """`scaled_dot_product_attention` as two matmuls and a softmax (same semantics: `mask` True where
     allowed, `is_causal` aligned top-left). The CPU flash kernel is 2.5-5x slower than this in bf16 on short
     sequences, mostly in its backward; SDPA's own math backend upcasts to fp32 and is still 2x slower."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5 if scale is None else scale)
     if is_causal:
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
-    if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))
+    scores = _apply_mask(scores, mask)
     weights = scores.softmax(dim=-1)
     if dropout_p > 0.0:
         weights = cpu_dropout(weights, dropout_p)  # only used on CPU
@@ -82,12 +144,24 @@ def matmul_attention(
 
 
 def attention(
-    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, dropout_p: float, is_causal: bool = False
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    dropout_p: float,
+    is_causal: bool = False,
+    scale: float | None = None,
 ) -> Tensor:
-    """Whole-sequence attention (training, scoring, encoding): q (B, H, T, Dh), k and v (B, H, S, Dh)."""
+    """Whole-sequence attention (training, scoring, encoding): q (B, H, T, Dh), k and v (B, H, S, Dh); `mask`
+    bool (True where allowed) or an additive float bias; `scale` replaces 1/sqrt(Dh)."""
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) <= MATMUL_ATTENTION_MAX_KEYS:
-        return matmul_attention(q, k, v, mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        return matmul_attention(q, k, v, mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+    )
 
 
 def cpu_dropout(x: Tensor, p: float) -> Tensor:
@@ -117,47 +191,113 @@ class Dropout(nn.Dropout):
 
 
 class PositionEmbedding(nn.Module):
-    """Sinusoidal (a non-persistent buffer, never saved) or learned positions, starting at 0."""
+    """Sinusoidal (a non-persistent buffer, never saved) or learned absolute positions.
+
+    Row `offset + p` holds position p (`position_offset`). With `positions_from_padding` the rows are indexed by
+    token ids instead (see `by_token_ids`); the table then starts with pad_token_id + 1 rows, the padding row
+    zero."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.max_positions = config.max_position_embeddings
+        self.from_padding = config.positions_from_padding
+        self.pad = config.pad_token_id
+        self.offset = config.pad_token_id + 1 if self.from_padding else config.position_offset
+        rows = config.max_position_embeddings + self.offset
         self.learned: nn.Embedding | None = None
         if config.position_embedding == "learned":
-            self.learned = nn.Embedding(config.max_position_embeddings, config.d_model)
+            self.learned = nn.Embedding(rows, config.d_model)
         else:
-            table = sinusoidal_table(config.max_position_embeddings, config.d_model)
+            make = (
+                marian_sinusoidal_table
+                if config.position_embedding == "sinusoidal_marian"
+                else sinusoidal_table
+            )
+            table = make(rows, config.d_model)
+            if self.from_padding:
+                table[self.pad] = 0.0
             self.register_buffer("table", table, persistent=False)
 
-    def forward(self, start: int, length: int) -> Tensor:
-        """(length, d) embeddings of positions start .. start + length - 1."""
-        if start + length > self.max_positions:
+    @property
+    def weight(self) -> Tensor:
+        return self.learned.weight if self.learned is not None else self.table
+
+    def check_length(self, end: int) -> None:
+        if end > self.max_positions:
             raise ValueError(
-                f"sequence of {start + length} positions exceeds max_position_embeddings="
+                f"sequence of {end} positions exceeds max_position_embeddings="
                 f"{self.max_positions}; truncate the inputs (or lower max_new_tokens) or build the model with a "
                 "larger max_position_embeddings"
             )
-        if self.learned is not None:
-            return self.learned.weight[start : start + length]
-        return self.table[start : start + length]
+
+    def forward(self, start: int, length: int) -> Tensor:
+        """(length, d) embeddings of positions start .. start + length - 1."""
+        self.check_length(start + length)
+        return self.weight[self.offset + start : self.offset + start + length]
+
+    def by_token_ids(self, token_ids: Tensor, start: int = 0) -> Tensor:
+        """(B, T, d) embeddings of the positions of `token_ids` (B, T), which follow position `start`: each
+        real token is numbered by the real tokens up to it (plus `start`, the positions already decoded), a
+        padding token takes the zero row."""
+        self.check_length(start + token_ids.size(1))
+        real = token_ids.ne(self.pad).long()
+        ids = (torch.cumsum(real, dim=1) + start) * real + self.pad
+        return F.embedding(ids, self.weight)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned bias per head on each attention score, looked up by the bucketed key-minus-query distance;
+    one table per stack, used by all its self-attention layers."""
+
+    def __init__(self, config: TransformerConfig, *, bidirectional: bool) -> None:
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.embedding = nn.Embedding(self.num_buckets, config.num_heads)
+
+    def forward(self, query_length: int, key_length: int, query_start: int = 0) -> Tensor:
+        """(1, H, query_length, key_length) biases; queries at positions query_start, query_start + 1, ..."""
+        device = self.embedding.weight.device
+        queries = torch.arange(query_start, query_start + query_length, device=device)[:, None]
+        keys = torch.arange(key_length, device=device)[None, :]
+        buckets = relative_position_bucket(
+            keys - queries,
+            bidirectional=self.bidirectional,
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+        )
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
+
+
+_ACTIVATION_FUNCTIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda h: F.gelu(h, approximate="tanh"),
+    "silu": F.silu,
+}
 
 
 class FeedForward(nn.Module):
+    """Two projections around an activation; a gated activation (swiglu, gated-*) doubles the first projection
+    into a gate half (activated) and a value half, multiplied together."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.activation = config.activation
-        inner = config.ffn_dim * (2 if config.activation == "swiglu" else 1)
-        self.fc1 = nn.Linear(config.d_model, inner)
-        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.gated = config.gated_ffn
+        name = "silu" if config.activation == "swiglu" else config.activation.removeprefix("gated-")
+        self._function = _ACTIVATION_FUNCTIONS[name]
+        inner = config.ffn_dim * (2 if self.gated else 1)
+        self.fc1 = nn.Linear(config.d_model, inner, bias=config.bias)
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model, bias=config.bias)
         self.dropout = Dropout(config.activation_dropout)
 
     def _activate(self, h: Tensor) -> Tensor:
-        if self.activation == "swiglu":
+        if self.gated:
             gate, value = h.chunk(2, dim=-1)
-            return F.silu(gate) * value
-        if self.activation == "gelu":
-            return F.gelu(h)
-        return F.relu(h)
+            return self._function(gate) * value
+        return self._function(h)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.dropout(self._activate(self.fc1(x))))
@@ -173,9 +313,11 @@ class SelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
+        inner = config.attention_dim
+        self.qkv = nn.Linear(config.d_model, 3 * inner, bias=config.bias)
+        self.out = nn.Linear(inner, config.d_model, bias=config.bias)
         self.dropout_p = config.attention_dropout
+        self.scale = None if config.scale_attention_scores else 1.0
 
     def _split(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, t, _ = qkv.shape
@@ -187,22 +329,23 @@ class SelfAttention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
     def forward(self, x: Tensor, *, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """x: (B, T, d); mask: bool (B, 1, T|1, T), True where attention is allowed."""
+        """x: (B, T, d); mask: bool (B, 1, T|1, T), True where attention is allowed, or a float bias
+        (B|1, H|1, T, T) added to the scores (relative positions, -inf where not allowed)."""
         q, k, v = self._split(self.qkv(x))
         p = self.dropout_p if self.training else 0.0
-        o = attention(q, k, v, mask=mask, dropout_p=p, is_causal=is_causal)
+        o = attention(q, k, v, mask=mask, dropout_p=p, is_causal=is_causal, scale=self.scale)
         return self._merge(o)
 
     def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
         """x: (N, 1, d), the newest position. The R rows of a source are R query positions over the keys of
         all their past positions, masked to each row's own ancestors (see cache.py)."""
-        n, _, d = x.shape
+        n = x.size(0)
         q, k, v = self._split(cache.linear(self.qkv, x))  # (N, H, 1, Dh)
         keys, values, mask = cache.append_self(layer, k, v)
         b = keys.size(0)
         q = q[:, :, 0].reshape(b, n // b, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, R, Dh)
-        o = decode_attention(q, keys, values, mask=mask)
-        return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, d))
+        o = decode_attention(q, keys, values, mask=mask, scale=self.scale)
+        return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, self.num_heads * self.head_dim))
 
 
 class CrossAttention(nn.Module):
@@ -211,10 +354,12 @@ class CrossAttention(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.q = nn.Linear(config.d_model, config.d_model)
-        self.kv = nn.Linear(config.d_model, 2 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
+        inner = config.attention_dim
+        self.q = nn.Linear(config.d_model, inner, bias=config.bias)
+        self.kv = nn.Linear(config.d_model, 2 * inner, bias=config.bias)
+        self.out = nn.Linear(inner, config.d_model, bias=config.bias)
         self.dropout_p = config.attention_dropout
+        self.scale = None if config.scale_attention_scores else 1.0
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """memory (B, S, d) -> keys, values (B, H, S, Dh)."""
@@ -224,23 +369,23 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, memory: Tensor, *, mask: Tensor | None) -> Tensor:
         """x: (B, T, d); memory: (B, S, d); mask: bool (B, 1, 1, S) or None."""
-        b, t, d = x.shape
+        b, t, _ = x.shape
         q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k, v = self.memory_kv(memory)
         p = self.dropout_p if self.training else 0.0
-        o = attention(q, k, v, mask=mask, dropout_p=p)
-        return self.out(o.transpose(1, 2).reshape(b, t, d))
+        o = attention(q, k, v, mask=mask, dropout_p=p, scale=self.scale)
+        return self.out(o.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
     def step(self, x: Tensor, cache: TransformerCache, layer: int) -> Tensor:
         """x: (N, 1, d) with N = B * R. The R rows of a source attend to the same memory, so they are treated
         as R query positions of that source: keys/values stay (B, H, S, Dh), never copied per beam."""
-        n, _, d = x.shape
+        n = x.size(0)
         k, v = cache.cross_kv[layer]
         b = k.size(0)
         q = cache.linear(self.q, x).view(b, n // b, self.num_heads, self.head_dim)
         q = q.transpose(1, 2)  # (B, H, R, Dh)
-        o = decode_attention(q, k, v, mask=cache.source_mask)
-        return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, d))
+        o = decode_attention(q, k, v, mask=cache.source_mask, scale=self.scale)
+        return cache.linear(self.out, o.transpose(1, 2).reshape(n, 1, self.num_heads * self.head_dim))
 
 
 class EncoderLayer(nn.Module):
@@ -249,8 +394,8 @@ class EncoderLayer(nn.Module):
         self.pre_norm = config.pre_norm
         self.self_attn = SelfAttention(config)
         self.ffn = FeedForward(config)
-        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.norm1 = make_norm(config)
+        self.norm2 = make_norm(config)
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -268,9 +413,9 @@ class DecoderLayer(nn.Module):
         self.self_attn = SelfAttention(config)
         self.cross_attn = CrossAttention(config)
         self.ffn = FeedForward(config)
-        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.norm3 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.norm1 = make_norm(config)
+        self.norm2 = make_norm(config)
+        self.norm3 = make_norm(config)
         self.dropout = Dropout(config.dropout)
 
     def forward(

@@ -23,7 +23,14 @@ from s2s.loss import IGNORE_INDEX, token_cross_entropy_sum
 from s2s.models.cache import TransformerCache
 from s2s.models.configuration import TransformerConfig
 from s2s.models.initialization import initialise_weights
-from s2s.models.layers import DecoderLayer, Dropout, EncoderLayer, PositionEmbedding
+from s2s.models.layers import (
+    DecoderLayer,
+    Dropout,
+    EncoderLayer,
+    PositionEmbedding,
+    RelativePositionBias,
+    make_norm,
+)
 from s2s.models.outputs import Seq2SeqLMOutput
 from s2s.models.packed import PackedDecoderWeights, packing_available
 from s2s.models.serialization import load_weights, save_weights
@@ -75,18 +82,44 @@ def decoder_self_mask(decoder_attention_mask: Tensor | None, length: int) -> Ten
 class _Stack(nn.Module):
     """Positions + layers (+ final LayerNorm with pre-norm), shared by encoder and decoder."""
 
-    def __init__(self, config: TransformerConfig, layers: list[nn.Module]) -> None:
+    def __init__(self, config: TransformerConfig, layers: list[nn.Module], *, causal: bool) -> None:
         super().__init__()
-        self.positions = PositionEmbedding(config)
+        relative = config.position_embedding == "relative"
+        self.positions = None if relative else PositionEmbedding(config)
+        self.relative_bias = RelativePositionBias(config, bidirectional=not causal) if relative else None
+        self.positions_from_padding = config.positions_from_padding
+        self.layernorm_embedding = make_norm(config) if config.layernorm_embedding else None
         self.layers = nn.ModuleList(layers)
-        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_norm else None
+        self.final_norm = make_norm(config) if config.pre_norm else None
         self.dropout = Dropout(config.dropout)
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.gradient_checkpointing = False
 
-    def embed(self, token_embeddings: Tensor, start: int = 0) -> Tensor:
-        positions = self.positions(start, token_embeddings.size(1))
-        return self.dropout(token_embeddings * self.embed_scale + positions.to(token_embeddings.dtype))
+    def embed(self, token_embeddings: Tensor, start: int = 0, token_ids: Tensor | None = None) -> Tensor:
+        """Token embeddings (B, T, d) of the positions start, start + 1, ... -> the first layer's input.
+        `token_ids` (B, T) are needed when positions are numbered from the padding."""
+        x = token_embeddings * self.embed_scale
+        if self.positions is not None:
+            if self.positions_from_padding:
+                if token_ids is None:
+                    raise ValueError("positions_from_padding needs the token ids to number positions")
+                positions = self.positions.by_token_ids(token_ids, start)
+            else:
+                positions = self.positions(start, token_embeddings.size(1))
+            x = x + positions.to(x.dtype)
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        return self.dropout(x)
+
+    def attention_bias(self, mask: Tensor | None, length: int, *, causal: bool) -> Tensor | None:
+        """With relative positions: the float bias (B|1, H, T, T) of the self-attention of all layers, -inf
+        where `mask` (bool, True where allowed) or causality forbids; otherwise `mask` itself."""
+        if self.relative_bias is None:
+            return mask
+        bias = self.relative_bias(length, length)
+        if causal and mask is None:
+            mask = torch.ones(length, length, dtype=torch.bool, device=bias.device).tril()
+        return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
     def run_layers(self, x: Tensor, *args: Any) -> Tensor:
         for layer in self.layers:
@@ -116,9 +149,19 @@ class TransformerForConditionalGeneration(nn.Module):
         self.decoder_embed_tokens = (
             None if config.share_embeddings else nn.Embedding(vocab, d, padding_idx=pad)
         )
-        self.encoder = _Stack(config, [EncoderLayer(config) for _ in range(config.encoder_layers)])
-        self.decoder = _Stack(config, [DecoderLayer(config) for _ in range(config.decoder_layers)])
+        self.encoder = _Stack(
+            config, [EncoderLayer(config) for _ in range(config.encoder_layers)], causal=False
+        )
+        self.decoder = _Stack(
+            config, [DecoderLayer(config) for _ in range(config.decoder_layers)], causal=True
+        )
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(d, vocab, bias=False)
+        if config.final_logits_bias:
+            # a buffer, as in the checkpoints it comes from: saved and loaded, never trained
+            self.register_buffer("final_logits_bias", torch.zeros(1, vocab))
+        else:
+            self.final_logits_bias = None
+        self.output_scale = d**-0.5 if config.scale_decoder_output else None
         self.generation_config = GenerationConfig(
             decoder_start_token_id=config.decoder_start_token_id,
             bos_token_id=config.bos_token_id,
@@ -137,9 +180,14 @@ class TransformerForConditionalGeneration(nn.Module):
     def output_weight(self) -> Tensor:
         return self.lm_head.weight if self.lm_head is not None else self.get_decoder_embeddings().weight
 
-    def project(self, hidden: Tensor) -> Tensor:
-        """Hidden states (..., d) -> logits (..., V)."""
-        return F.linear(hidden, self.output_weight())
+    def project(self, hidden: Tensor, packed: PackedDecoderWeights | None = None) -> Tensor:
+        """Hidden states (..., d) -> logits (..., V), through the packed output weight when given."""
+        if self.output_scale is not None:
+            hidden = hidden * self.output_scale
+        logits = F.linear(hidden, self.output_weight()) if packed is None else packed.project(hidden)
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias.to(logits.dtype)
+        return logits
 
     # ------------------------------------------------------------------ training / scoring
     def prepare_decoder_input_ids_from_labels(self, labels: Tensor) -> Tensor:
@@ -166,8 +214,10 @@ class TransformerForConditionalGeneration(nn.Module):
                 )
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         state = self.encode(input_ids, attention_mask)
-        x = self.decoder.embed(self.get_decoder_embeddings()(decoder_input_ids))
-        self_mask = decoder_self_mask(decoder_attention_mask, decoder_input_ids.size(1))
+        x = self.decoder.embed(self.get_decoder_embeddings()(decoder_input_ids), token_ids=decoder_input_ids)
+        length = decoder_input_ids.size(1)
+        self_mask = decoder_self_mask(decoder_attention_mask, length)
+        self_mask = self.decoder.attention_bias(self_mask, length, causal=True)
         hidden = self.decoder.run_layers(x, state.memory, state.source_mask, self_mask)
         logits = self.project(hidden)
         loss = None
@@ -181,8 +231,9 @@ class TransformerForConditionalGeneration(nn.Module):
     # ------------------------------------------------------------------ decoding protocol
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
         mask = source_padding_mask(attention_mask)
-        x = self.encoder.embed(self.embed_tokens(input_ids))
-        return EncoderState(memory=self.encoder.run_layers(x, mask), source_mask=mask)
+        x = self.encoder.embed(self.embed_tokens(input_ids), token_ids=input_ids)
+        self_mask = self.encoder.attention_bias(mask, input_ids.size(1), causal=False)
+        return EncoderState(memory=self.encoder.run_layers(x, self_mask), source_mask=mask)
 
     def start_decoding(
         self,
@@ -192,7 +243,7 @@ class TransformerForConditionalGeneration(nn.Module):
         rows_per_source: int,
         max_steps: int,
     ) -> TransformerCache:
-        if max_steps > self.config.max_position_embeddings:
+        if self.decoder.positions is not None and max_steps > self.config.max_position_embeddings:
             raise ValueError(
                 f"cannot decode {max_steps} steps with max_position_embeddings="
                 f"{self.config.max_position_embeddings}; lower max_new_tokens / max_length"
@@ -224,13 +275,18 @@ class TransformerForConditionalGeneration(nn.Module):
 
     def decode_step(self, tokens: Tensor, cache: TransformerCache) -> Tensor:
         """tokens (N,) -> logits (N, V) of the next token; only the new position is computed."""
-        x = self.decoder.embed(self.get_decoder_embeddings()(tokens[:, None]), start=cache.length)
+        t = cache.length
+        x = self.decoder.embed(
+            self.get_decoder_embeddings()(tokens[:, None]), start=t, token_ids=tokens[:, None]
+        )
+        if self.decoder.relative_bias is not None:
+            cache.position_bias = self.decoder.relative_bias(1, t + 1, query_start=t)
         for i, layer in enumerate(self.decoder.layers):
             x = layer.step(x, cache, i)
         if self.decoder.final_norm is not None:
             x = self.decoder.final_norm(x)
         cache.advance()
-        return self.project(x[:, 0]) if cache.packed is None else cache.packed.project(x[:, 0])
+        return self.project(x[:, 0], cache.packed)
 
     def generate(
         self,
