@@ -1,0 +1,302 @@
+"""``StreamingTokenBatches``: token-budget batches streamed from sharded files, for corpora larger than memory.
+
+An epoch on one rank: the shards in an order shuffled by ``(seed, epoch)`` (the same on every rank), this
+rank's share of them (every ``num_replicas``-th from ``rank``), read one after the other; their examples go
+into a shuffle buffer of ``buffer_size`` examples, which once full is tokenized, cut into token-budget batches
+(``buffer_batches``: look-ahead windows sorted by length, Marian's maxi-batches) and emitted in shuffled order,
+then refilled. Everything random is drawn from ``(seed, epoch, rank, buffer)``, so an epoch is the same on
+every run.
+
+Why a buffer that fills and drains rather than one that swaps an example in for each out (tf.data's shuffle):
+the position at a buffer's start, a shard and a place in it, is all a resume needs. ``state_dict()`` saves that
+position and how many of the buffer's batches were handed out; ``load_state_dict`` re-reads one buffer from
+there (a ``seek`` in a plain file, the current shard alone for gzip), rebuilds its batches and continues after
+the handed-out ones: exactly the batches the uninterrupted epoch would still yield, without reading the shards
+before. A swapping buffer holds examples from anywhere before, so its resume would need them saved or re-read.
+
+Every example of an epoch is yielded once on exactly one rank. Ranks may get different numbers of batches
+(their shards differ); a trainer that reads the stream epoch after epoch until ``max_steps`` (as the s2s
+Trainer does) keeps the ranks in step regardless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from samplers.sharding import check_replicas
+from samplers.streaming.buffer_batches import buffer_batches
+from samplers.streaming.shard_lines import Shard, shard_paths
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Cursor:
+    """Where this rank stands in an epoch: the start of the current buffer (``shard``, an index into this
+    rank's shard list, and ``position`` in it, None for its start), the buffer's number, how many of its
+    batches were handed out, and the too-long examples skipped before the buffer."""
+
+    shard: int = 0
+    position: dict[str, Any] | None = None
+    buffer: int = 0
+    batches: int = 0
+    skipped: int = 0
+
+
+class StreamingTokenBatches(IterableDataset):
+    """Yields batches (lists of tokenized examples) of at most ``max_tokens`` padded tokens each, streamed
+    from ``shards``.
+
+    Args:
+        shards: the shard files (a path, or a tuple of paths for parallel files), at least ``num_replicas``.
+        read_shard: ``read_shard(shard) -> iterable of examples``. With a ``read_from(shard, position)``
+            method yielding ``(example, position)`` as ``ShardLines`` does, a resume seeks to the saved
+            position; otherwise it reads the current shard again and skips the examples consumed.
+        tokenize: ``tokenize(example) -> dict`` of token id lists (None: the examples are already tokenized).
+        max_tokens: the padded-token budget of a batch: ``batch size x max over the batch of max(source,
+            target length)``, the larger of its two padded tensors.
+        window_size: examples sorted by length together; larger windows pad less.
+        buffer_size: examples shuffled together (a multiple of ``window_size`` fills whole windows); memory
+            holds one buffer, and a resume reads and tokenizes at most one buffer again.
+        source_key / target_key: the features whose lengths make an example's cost (no ``target_key`` in
+            an example counts as an empty target).
+        skip_too_long: an example costlier than ``max_tokens`` raises a ``ValueError`` naming its file and
+            line; with True it is left out, counted in ``num_skipped`` and logged at the end of the epoch.
+        max_sentences / required_batch_size_multiple: as in ``TokenBudgetBatchSampler``.
+
+    Must be read in the process that owns it (``DataLoader(num_workers=0)``): its position, what
+    ``state_dict()`` saves, lives in the object that reads; a worker's copy would move on unseen.
+    """
+
+    yields_batches = True  # a DataLoader must not batch it again (batch_size=None)
+
+    def __init__(
+        self,
+        shards: Sequence[Shard],
+        *,
+        read_shard: Callable[[Shard], Any],
+        tokenize: Callable[[Any], dict[str, Any]] | None,
+        max_tokens: int,
+        window_size: int = 10_000,
+        buffer_size: int = 50_000,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        source_key: str = "input_ids",
+        target_key: str = "labels",
+        skip_too_long: bool = False,
+        max_sentences: int | None = None,
+        required_batch_size_multiple: int = 1,
+    ) -> None:
+        check_replicas(num_replicas, rank)
+        for name, value in (
+            ("max_tokens", max_tokens),
+            ("window_size", window_size),
+            ("buffer_size", buffer_size),
+            ("required_batch_size_multiple", required_batch_size_multiple),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if buffer_size < window_size:
+            raise ValueError(
+                f"buffer_size={buffer_size} is smaller than window_size={window_size}: a window sorts examples "
+                "of one buffer; raise buffer_size or lower window_size"
+            )
+        if max_sentences is not None and (not isinstance(max_sentences, int) or max_sentences < 1):
+            raise ValueError(f"max_sentences must be a positive int or None, got {max_sentences!r}")
+        if not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.shards = list(shards)
+        if len(self.shards) < num_replicas:
+            raise ValueError(
+                f"{len(self.shards)} shard(s) for {num_replicas} processes: every process reads whole shards, so "
+                "split the corpus into at least as many shards as processes (more balance the work better)"
+            )
+        self.read_shard, self.tokenize = read_shard, tokenize
+        self.max_tokens, self.window_size, self.buffer_size = max_tokens, window_size, buffer_size
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.source_key, self.target_key = source_key, target_key
+        self.skip_too_long = skip_too_long
+        self.max_sentences, self.required_batch_size_multiple = max_sentences, required_batch_size_multiple
+        self.num_skipped = 0  # too-long examples left out, over every epoch read in this process
+        self.epoch = 0
+        self._cursor = _Cursor()
+        self._pass_complete = False  # the last pass ran to the end: the next one starts the epoch over
+
+    # ------------------------------------------------------------------------------------------ the order
+    def rank_shards(self, epoch: int | None = None) -> list[Shard]:
+        """This rank's shards in the order ``epoch`` (default: the current one) reads them."""
+        epoch = self.epoch if epoch is None else epoch
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
+        return [self.shards[i] for i in order[self.rank :: self.num_replicas]]
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        if get_worker_info() is not None:
+            raise RuntimeError(
+                "StreamingTokenBatches was handed to a DataLoader worker: read it with num_workers=0, since "
+                "its position (what state_dict() saves and a resume needs) lives in the reading object"
+            )
+        if self._pass_complete:
+            self._cursor = _Cursor()
+        self._pass_complete = False
+        shards, cursor = self.rank_shards(), self._cursor
+        examples = self._examples(shards, cursor.shard, cursor.position)
+        start, buffer, skip, skipped = (
+            (cursor.shard, cursor.position),
+            cursor.buffer,
+            cursor.batches,
+            cursor.skipped,
+        )
+        while True:
+            filled = self._fill(examples, start)
+            if filled is None:
+                break
+            features, lengths, end, newly_skipped = filled
+            after = _Cursor(*end, buffer=buffer + 1, batches=0, skipped=skipped + newly_skipped)
+            batches = self._batches(lengths, buffer) if features else []
+            for j in range(skip, len(batches)):
+                # Set before yielding: state_dict() taken after receiving a batch resumes after it.
+                last = j + 1 == len(batches)
+                self._cursor = (
+                    after if last else _Cursor(*start, buffer=buffer, batches=j + 1, skipped=skipped)
+                )
+                yield [features[i] for i in batches[j]]
+            self._cursor = after
+            start, buffer, skip, skipped = end, buffer + 1, 0, skipped + newly_skipped
+        if skipped:
+            logger.warning(
+                "StreamingTokenBatches: epoch %d on rank %d left out %d example(s) longer than max_tokens=%d",
+                self.epoch,
+                self.rank,
+                skipped,
+                self.max_tokens,
+            )
+        self._pass_complete = True
+
+    def _examples(
+        self, shards: list[Shard], shard: int, position: dict[str, Any] | None
+    ) -> Iterator[tuple[Any, tuple[int, dict[str, Any]], str]]:
+        """``(example, (shard index, position after it), where it is)`` from ``position`` in ``shard`` on."""
+        for index in range(shard, len(shards)):
+            start = position if index == shard else None
+            for example, after in self._read_from(shards[index], start):
+                yield example, (index, after), _where(shards[index], after)
+
+    def _read_from(self, shard: Shard, start: dict[str, Any] | None) -> Iterator[tuple[Any, dict[str, Any]]]:
+        if hasattr(self.read_shard, "read_from"):
+            yield from self.read_shard.read_from(shard, start)
+            return
+        done = int(start["examples"]) if start else 0
+        for count, example in enumerate(islice(self.read_shard(shard), done, None), start=done + 1):
+            yield example, {"examples": count}
+
+    def _fill(self, examples: Iterator, start: tuple[int, Any]):
+        """The next buffer: up to ``buffer_size`` examples tokenized, their ``(source, target)`` lengths, the
+        position after the last, and how many were left out as too long; None when the epoch has no more."""
+        features: list[dict[str, Any]] = []
+        lengths: list[tuple[int, int]] = []
+        end, read, skipped = start, 0, 0
+        for example, after, where in islice(examples, self.buffer_size):
+            read, end = read + 1, after
+            tokenized = example if self.tokenize is None else self.tokenize(example)
+            pair = self._lengths(tokenized, where)
+            if max(pair) > self.max_tokens:
+                if not self.skip_too_long:
+                    raise ValueError(
+                        f"{where}: the example's (source, target) lengths {pair} exceed max_tokens="
+                        f"{self.max_tokens}; raise max_tokens, truncate or filter long examples, or pass "
+                        "skip_too_long=True"
+                    )
+                skipped += 1
+                self.num_skipped += 1
+                continue
+            features.append(tokenized)
+            lengths.append(pair)
+        if read == 0:
+            return None
+        return features, np.asarray(lengths, dtype=np.int64).reshape(-1, 2), end, skipped
+
+    def _lengths(self, features: Any, where: str) -> tuple[int, int]:
+        if not isinstance(features, dict) or self.source_key not in features:
+            keys = sorted(features) if isinstance(features, dict) else type(features).__name__
+            raise ValueError(
+                f"{where}: tokenize must return a dict with {self.source_key!r} (source_key), got {keys}"
+            )
+        target = features.get(self.target_key)
+        return len(features[self.source_key]), 0 if target is None else len(target)
+
+    def _batches(self, lengths: np.ndarray, buffer: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch, self.num_replicas, self.rank, buffer])
+        return buffer_batches(
+            lengths,
+            rng,
+            window_size=self.window_size,
+            max_tokens=self.max_tokens,
+            max_sentences=self.max_sentences,
+            required_batch_size_multiple=self.required_batch_size_multiple,
+            costliest_first=buffer == 0,
+        )
+
+    # ------------------------------------------------------------------------------------------ position
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next pass reads. Moving to another epoch starts at its beginning; setting the
+        epoch it already has (as a loop does right after a resume) keeps the position."""
+        if epoch != self.epoch:
+            self._cursor = _Cursor()
+            self._pass_complete = False
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last batch handed out, and the settings it is valid under."""
+        return {"epoch": self.epoch, **asdict(self._cursor), **self._settings()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position (the next pass yields the batches after it); the settings saved
+        with it must match, since on other shards, seeds or ranks the position means other data."""
+        missing = {"epoch", *asdict(_Cursor())} - set(state)
+        if missing:
+            raise KeyError(f"streaming state is missing {sorted(missing)}; got keys {sorted(state)}")
+        for key, value in self._settings().items():
+            if key in state and state[key] != value:
+                raise ValueError(
+                    f"the streaming state was saved with {key}={state[key]!r} but this dataset has "
+                    f"{key}={value!r}; resume with the same shards and settings, or start a fresh epoch"
+                )
+        self.epoch = int(state["epoch"])
+        self._cursor = _Cursor(**{key: state[key] for key in asdict(_Cursor())})
+        self._pass_complete = False
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "num_replicas": self.num_replicas,
+            "rank": self.rank,
+            "num_shards": len(self.shards),
+            "shards_digest": _digest(self.shards),
+            "buffer_size": self.buffer_size,
+            "window_size": self.window_size,
+            "max_tokens": self.max_tokens,
+        }
+
+
+def _digest(shards: list[Shard]) -> str:
+    """A short fingerprint of the shards' file names (not their folders: a corpus moved elsewhere resumes),
+    to refuse a position saved on another file list."""
+    names = "\n".join("\t".join(Path(p).name for p in shard_paths(s)) for s in shards)
+    return hashlib.sha1(names.encode()).hexdigest()[:16]
+
+
+def _where(shard: Shard, position: dict[str, Any]) -> str:
+    name = " + ".join(map(str, shard)) if isinstance(shard, (tuple, list)) else str(shard)
+    if "lines" in position:
+        return f"{name}, line {position['lines']}"
+    return f"{name}, example {position['examples']}"

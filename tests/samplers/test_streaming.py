@@ -1,0 +1,280 @@
+"""StreamingTokenBatches: deterministic per (seed, epoch), every example once across ranks, exact mid-epoch
+resume without reading earlier shards, batches within the token budget."""
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+from torch.utils.data import DataLoader
+
+from samplers.streaming import ShardLines, StreamingTokenBatches, jsonl_pair, parallel_text, tsv_pair
+
+NUM_SHARDS, PER_SHARD = 5, 170
+
+
+def write_corpus(folder: Path, kind: str, *, shards: int = NUM_SHARDS, per_shard: int = PER_SHARD, seed=0):
+    """Shards of ``per_shard`` pairs whose texts carry their id; lengths vary from 1 to 40 words."""
+    rng = random.Random(seed)
+    paths = []
+    for k in range(shards):
+        pairs = []
+        for i in range(per_shard):
+            words = rng.randint(1, 40)
+            source = " ".join([f"s{k}_{i}"] + ["w"] * (words - 1))
+            target = " ".join([f"t{k}_{i}"] + ["v"] * max(0, words + rng.randint(-3, 3) - 1))
+            pairs.append((source, target))
+        if kind == "text":
+            files = (folder / f"shard{k}.de", folder / f"shard{k}.en")
+            for path, side in zip(files, zip(*pairs, strict=True), strict=True):
+                path.write_text("".join(f"{line}\n" for line in side), encoding="utf-8")
+            paths.append(files)
+            continue
+        if kind == "tsv":
+            text = "".join(f"{s}\t{t}\n" for s, t in pairs)
+        else:
+            text = "".join(json.dumps({"translation": {"de": s, "en": t}}) + "\n" for s, t in pairs)
+        if kind == "jsonl.gz":
+            path = folder / f"shard{k}.jsonl.gz"
+            path.write_bytes(gzip.compress(text.encode()))
+        else:
+            path = folder / f"shard{k}.{kind}"
+            path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def parser(kind: str):
+    if kind == "text":
+        return parallel_text()
+    if kind == "tsv":
+        return tsv_pair()
+    return jsonl_pair("translation.de", "translation.en")
+
+
+def tokenize(example):
+    return {"input_ids": example["source"].split(), "labels": example["target"].split()}
+
+
+def stream(paths, kind="jsonl", **options) -> StreamingTokenBatches:
+    settings = {"max_tokens": 120, "window_size": 40, "buffer_size": 120, "seed": 3}
+    settings.update(options)
+    return StreamingTokenBatches(paths, read_shard=ShardLines(parser(kind)), tokenize=tokenize, **settings)
+
+
+def ids(batches) -> list[list[str]]:
+    return [[example["input_ids"][0] for example in batch] for batch in batches]
+
+
+def test_order_is_deterministic_per_seed_and_epoch_and_changes_across_epochs(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    first, second = stream(paths), stream(paths)
+    assert ids(first) == ids(second)
+    second.set_epoch(1)
+    epoch1 = ids(second)
+    assert epoch1 != ids(first)
+    assert sorted(sum(epoch1, [])) == sorted(sum(ids(first), []))
+    assert ids(stream(paths, seed=4)) != ids(first)
+
+
+def test_every_example_of_an_epoch_is_seen_once_across_two_ranks(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    expected = sorted(f"s{k}_{i}" for k in range(NUM_SHARDS) for i in range(PER_SHARD))
+    for epoch in (0, 1):
+        seen = []
+        for rank in (0, 1):
+            dataset = stream(paths, num_replicas=2, rank=rank)
+            dataset.set_epoch(epoch)
+            seen += sum(ids(dataset), [])
+        assert sorted(seen) == expected  # none missing, none twice
+
+
+def test_shards_are_split_between_ranks_and_reshuffled_per_epoch(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    zero, one = stream(paths, num_replicas=2, rank=0), stream(paths, num_replicas=2, rank=1)
+    assert not set(map(str, zero.rank_shards())) & set(map(str, one.rank_shards()))
+    assert [zero.rank_shards(e) for e in range(4)] != [zero.rank_shards(0)] * 4
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "jsonl.gz", "text", "tsv"])
+def test_resume_mid_epoch_equals_the_uninterrupted_order(tmp_path, kind):
+    paths = write_corpus(tmp_path, kind)
+    whole = list(stream(paths, kind))
+    # Inside the first buffer, at its last batch, in later buffers, and after the last batch of the epoch.
+    cuts = sorted({1, 3, len(whole) // 2, len(whole) - 1, len(whole)})
+    for cut in cuts:
+        reader = stream(paths, kind)
+        batches = iter(reader)
+        for _ in range(cut):
+            next(batches)
+        state = json.loads(json.dumps(reader.state_dict()))  # what a checkpoint's JSON keeps
+        resumed = stream(paths, kind)
+        resumed.load_state_dict(state)
+        assert ids(list(resumed)) == ids(whole[cut:]), f"resumed after {cut} of {len(whole)} batches"
+
+
+def test_resume_reads_neither_earlier_shards_nor_the_lines_before_the_position(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", shards=4)
+    reader = stream(paths)
+    whole = ids(reader)
+    reader = stream(paths)
+    batches = iter(reader)
+    for _ in range(len(whole) * 3 // 4):
+        next(batches)
+    state = reader.state_dict()
+    order = reader.rank_shards()
+    assert state["shard"] > 0 and state["position"]["lines"] > 0
+    for earlier in order[: state["shard"]]:
+        earlier.unlink()  # reading one again would fail
+    current = order[state["shard"]]
+    data = current.read_bytes()
+    offset = state["position"]["bytes"][0]
+    current.write_bytes(b"x" * (offset - 1) + b"\n" + data[offset:])  # the lines before: not JSON any more
+    resumed = stream(paths)
+    resumed.load_state_dict(state)
+    assert ids(resumed) == whole[len(whole) * 3 // 4 :]
+
+
+def test_a_gzip_shard_is_read_again_from_its_start_but_earlier_lines_are_not_parsed(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl.gz", shards=2, per_shard=300)
+    whole = ids(stream(paths))
+    reader = stream(paths)
+    batches = iter(reader)
+    for _ in range(len(whole) - 3):
+        next(batches)
+    state = reader.state_dict()
+    current = reader.rank_shards()[state["shard"]]
+    lines = gzip.decompress(current.read_bytes()).splitlines(keepends=True)
+    consumed = state["position"]["lines"]
+    assert 0 < consumed < len(lines)
+    current.write_bytes(gzip.compress(b"not json\n" * consumed + b"".join(lines[consumed:])))
+    resumed = stream(paths)
+    resumed.load_state_dict(state)
+    assert ids(resumed) == whole[-3:]
+
+
+def test_a_plain_read_shard_callable_resumes_by_skipping_in_the_current_shard(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    opened = []
+    parse = jsonl_pair("translation.de", "translation.en")
+
+    def read_shard(path):
+        opened.append(path)
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield parse(line)
+
+    def make():
+        return StreamingTokenBatches(
+            paths, read_shard=read_shard, tokenize=tokenize, max_tokens=120, window_size=40, buffer_size=120
+        )
+
+    whole = ids(make())
+    reader = make()
+    batches = iter(reader)
+    for _ in range(len(whole) // 2):
+        next(batches)
+    state = reader.state_dict()
+    assert set(state["position"]) == {"examples"}
+    opened.clear()
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert ids(resumed) == whole[len(whole) // 2 :]
+    assert opened[0] == resumed.rank_shards()[state["shard"]]
+    assert len(opened) == NUM_SHARDS - state["shard"]
+
+
+def test_every_batch_is_within_the_token_budget_and_most_of_it_is_real_tokens(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", per_shard=400)
+    for max_tokens in (45, 120, 400):
+        batches = list(stream(paths, max_tokens=max_tokens, window_size=200, buffer_size=400))
+        real = padded = 0
+        for batch in batches:
+            src, tgt = [len(e["input_ids"]) for e in batch], [len(e["labels"]) for e in batch]
+            assert len(batch) * max(max(src), max(tgt)) <= max_tokens
+            real += sum(src) + sum(tgt)
+            padded += len(batch) * (max(src) + max(tgt))
+        assert real / padded > 0.85, max_tokens
+
+
+def test_the_first_batch_of_an_epoch_is_its_first_buffers_costliest(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    reader = stream(paths, buffer_size=10_000, window_size=40)  # one buffer holds the epoch
+    batches = list(reader)
+
+    def cost(batch):
+        return len(batch) * max(max(len(e["input_ids"]), len(e["labels"])) for e in batch)
+
+    assert cost(batches[0]) == max(map(cost, batches))
+
+
+def test_an_example_longer_than_the_budget_names_its_file_and_line(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", shards=1)
+    long = json.dumps({"translation": {"de": "x " * 300, "en": "y"}})
+    with open(paths[0], "a", encoding="utf-8") as f:
+        f.write(long + "\n")
+    with pytest.raises(ValueError, match=rf"shard0\.jsonl, line {PER_SHARD + 1}: .*exceed max_tokens=120"):
+        list(stream(paths))
+    reader = stream(paths, skip_too_long=True)
+    seen = sum(ids(reader), [])
+    assert len(seen) == PER_SHARD and reader.num_skipped == 1
+
+
+def test_a_malformed_line_names_its_file_and_line(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", shards=1)
+    lines = paths[0].read_text().splitlines(keepends=True)
+    lines[41] = '{"translation": {"de": "a"\n'
+    paths[0].write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"shard0\.jsonl, line 42: malformed JSON"):
+        list(stream(paths))
+
+
+def test_parallel_files_of_different_lengths_are_refused(tmp_path):
+    paths = write_corpus(tmp_path, "text", shards=1)
+    source, target = paths[0]
+    target.write_text("".join(target.read_text().splitlines(keepends=True)[:-2]))
+    with pytest.raises(ValueError, match=r"shard0\.en ended after 168 lines"):
+        list(stream(paths, "text"))
+
+
+def test_a_position_saved_under_other_settings_is_refused(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    state = stream(paths).state_dict()
+    for changed in ({"seed": 4}, {"buffer_size": 240}, {"num_replicas": 2}):
+        with pytest.raises(ValueError, match=f"saved with {next(iter(changed))}="):
+            stream(paths, **changed).load_state_dict(state)
+    with pytest.raises(ValueError, match="saved with shards_digest="):
+        stream(paths[::-1]).load_state_dict(state)
+    with pytest.raises(KeyError, match="missing"):
+        stream(paths).load_state_dict({"epoch": 0})
+
+
+def test_bad_settings_are_refused(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", shards=2, per_shard=3)
+    with pytest.raises(ValueError, match="2 shard\\(s\\) for 3 processes"):
+        stream(paths, num_replicas=3, rank=0)
+    with pytest.raises(ValueError, match="buffer_size=10 is smaller than window_size=40"):
+        stream(paths, buffer_size=10)
+    with pytest.raises(ValueError, match="max_tokens must be a positive int"):
+        stream(paths, max_tokens=0)
+
+
+def test_a_set_epoch_to_the_current_epoch_keeps_a_loaded_position(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    whole = ids(stream(paths))
+    reader = stream(paths)
+    batches = iter(reader)
+    next(batches), next(batches)
+    resumed = stream(paths)
+    resumed.load_state_dict(reader.state_dict())
+    resumed.set_epoch(0)
+    assert ids(resumed) == whole[2:]
+    assert ids(resumed) == whole  # a finished pass starts the epoch over
+
+
+def test_dataloader_workers_are_refused(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", shards=1, per_shard=5)
+    loader = DataLoader(stream(paths), batch_size=None, num_workers=1)
+    with pytest.raises(RuntimeError, match="num_workers=0"):
+        list(loader)
