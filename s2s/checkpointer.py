@@ -112,6 +112,7 @@ class Checkpointer:
         # Collective steps first (every rank takes part), then only the saving process(es) write.
         model_state, optimizer_state = self.strategy.full_state_dicts(parts.model, parts.optimizer)
         rng_states = self.strategy.gather_rng_states()
+        sampler_state = self.position.state_dict()  # every process: a stream's positions are gathered
         if args.should_save:
             contents = checkpointing.CheckpointContents(
                 model=self.strategy.unwrap(parts.model),
@@ -120,7 +121,7 @@ class Checkpointer:
                 scaler=parts.scaler,
                 tokenizer=parts.tokenizer,
                 trainer_state=state.to_dict(),
-                sampler_state=self.position.state_dict(),
+                sampler_state=sampler_state,
                 training_args=args.to_dict(),
                 model_state_dict=model_state,
                 optimizer_state_dict=optimizer_state,

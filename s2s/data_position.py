@@ -3,7 +3,8 @@
 A DataLoader reads ahead, so neither it nor the sampler knows what the loop consumed: the loop reports each
 finished accumulation window here. A checkpoint stores the position (``sampler.json``); on resume the sampler
 is told to start right after the used micro-batches, so the skipped data is never read (the sampler protocol
-``set_epoch`` / ``state_dict`` / ``load_state_dict`` of the ``samplers`` package).
+``set_epoch`` / ``state_dict`` / ``load_state_dict`` of the ``samplers`` package). A streamed dataset keeps
+its own position instead, which ``s2s.stream_position`` records and restores.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from s2s.dataloaders import is_batch_sampler
+from s2s.stream_position import StreamPosition, is_resumable_stream
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +29,22 @@ class DataPosition:
         self.epoch, self.micro_batches = 0, 0
         self.sampler: Any = None
         self.batch_size = 0
+        self.stream = StreamPosition()
 
     def start(self, sampler: Any, *, batch_size: int) -> None:
         """A new training loop reads ``sampler`` (None for an iterable dataset) in batches of ``batch_size``,
         from the beginning unless a checkpoint says otherwise (``load_state_dict``)."""
         self.sampler, self.batch_size = sampler, batch_size
         self.epoch, self.micro_batches = 0, 0
+        self.stream = StreamPosition()
 
     def advance(self, epoch: int, micro_batches: int) -> None:
         self.epoch, self.micro_batches = epoch, micro_batches
+        self.stream.forget_before(micro_batches)
 
     def state_dict(self) -> dict[str, Any]:
-        """What ``sampler.json`` holds."""
+        """What ``sampler.json`` holds. Every process calls it when a checkpoint is saved: a streamed dataset's
+        positions are gathered from all of them."""
         state: dict[str, Any] = {
             "epoch": self.epoch,
             "micro_batches": self.micro_batches,
@@ -46,6 +52,9 @@ class DataPosition:
         }
         if self.sampler is not None and hasattr(self.sampler, "state_dict"):
             state["sampler"] = self.sampler.state_dict()
+        streams = self.stream.state_dict(self.micro_batches)
+        if streams is not None:
+            state["stream"] = streams
         return state
 
     def load_state_dict(self, saved: dict[str, Any] | None, *, ignore_data_skip: bool) -> None:
@@ -63,6 +72,7 @@ class DataPosition:
             )
             done = 0
         self.advance(epoch, 0 if ignore_data_skip else done)
+        self.stream.saved = saved.get("stream")
 
     def epoch_batches(
         self, loader: DataLoader, *, epoch: int, done: int, batches_per_epoch: int, data_seed: int
@@ -71,6 +81,8 @@ class DataPosition:
         starts after them. The loader's worker seeds follow the epoch, so a resumed epoch repeats them."""
         if done >= batches_per_epoch:
             return iter(())
+        if is_resumable_stream(loader.dataset):
+            return self.stream.batches(loader, done=done)
         sampler = self.sampler
         if sampler is not None:
             sampler.set_epoch(epoch)

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from s2s.distributed import unwrap_model
+from s2s.stream_position import is_resumable_stream
 from samplers import (
     LengthGroupedSampler,
     ResumableSampler,
@@ -158,6 +159,9 @@ def build_train_loader(
     """A training DataLoader over ``sampler`` (a batch sampler when it yields lists of indices)."""
     generator = torch.Generator().manual_seed(seed)
     options = loader_options(args, generator=generator)
+    if is_resumable_stream(dataset):
+        # Its items are already batches: the collator pads each (batch_size=None turns batching off).
+        return DataLoader(dataset, batch_size=None, collate_fn=collate_fn, **options)
     if isinstance(dataset, IterableDataset):
         return DataLoader(
             dataset,
@@ -232,6 +236,9 @@ def default_train_sampler(
 ) -> Sampler | None:
     """The training sampler the arguments ask for: token budget (``max_tokens_per_batch``), length-grouped
     (``group_by_length``), or a resumable random permutation. None for an iterable dataset."""
+    if is_resumable_stream(dataset):
+        check_stream(dataset, args, num_replicas=num_replicas, rank=rank)
+        return None
     if isinstance(dataset, IterableDataset):
         return None
     if args.max_tokens_per_batch is not None:
@@ -243,3 +250,29 @@ def default_train_sampler(
         lengths = dataset_lengths(dataset, length_column_name=args.length_column_name, input_name=input_name)
         return LengthGroupedSampler(lengths, batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
     return RandomSampler(len(dataset), seed=seed, num_replicas=num_replicas, rank=rank)
+
+
+def check_stream(dataset: Any, args, *, num_replicas: int, rank: int) -> None:
+    """Refuse what a streamed dataset that cuts its own batches cannot honour: batching arguments meant for
+    the sampler, DataLoader workers (its position must stay in this process to be saved), a process split
+    other than the run's."""
+    name = type(dataset).__name__
+    if args.group_by_length:
+        raise ValueError(f"group_by_length does not apply to {name}, which sorts its own batches by length")
+    budget = getattr(dataset, "max_tokens", None)
+    if args.max_tokens_per_batch is not None and args.max_tokens_per_batch != budget:
+        raise ValueError(
+            f"max_tokens_per_batch={args.max_tokens_per_batch} but {name} cuts batches of max_tokens={budget}: "
+            "leave max_tokens_per_batch unset (the dataset's own budget applies) or set them equal"
+        )
+    if args.dataloader_num_workers > 0:
+        raise ValueError(
+            f"{name} must be read with dataloader_num_workers=0 (got {args.dataloader_num_workers}): its "
+            "position, which a checkpoint saves, lives in the object that reads it"
+        )
+    split = (getattr(dataset, "num_replicas", 1), getattr(dataset, "rank", 0))
+    if split != (num_replicas, rank):
+        raise ValueError(
+            f"{name} was built for num_replicas={split[0]}, rank={split[1]} but this process is rank {rank} of "
+            f"{num_replicas}: build it with num_replicas=world size and rank=this process's rank"
+        )
