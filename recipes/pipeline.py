@@ -22,6 +22,7 @@ from recipes.preprocessing import tokenize_splits
 from recipes.tokenizer import load_or_train_tokenizer
 from recipes.training import build_trainer, evaluate, predict, train
 from s2s.distributed import init_distributed
+from s2s.seeding import set_seed
 
 logger = logging.getLogger("recipes")
 
@@ -42,7 +43,8 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     with training_args.main_process_first(desc="dataset tokenization"):
         tokenized = tokenize_splits(raw, tokenizer, data_args, report_truncation=training_args.should_log)
 
-    # model and trainer
+    # model and trainer: a new model's weights are drawn from `seed`, whatever ran before
+    set_seed(training_args.seed, full_determinism=training_args.full_determinism)
     model = load_or_build_model(model_args, data_args, tokenizer)
     configure_generation(
         model, data_args, new_model=model_args.model_name_or_path is None, training_args=training_args
