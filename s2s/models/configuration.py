@@ -44,6 +44,13 @@ class TransformerConfig:
     """Dropout on attention weights (training only)."""
     activation_dropout: float = 0.0
     """Dropout after the feed-forward activation."""
+    encoder_layerdrop: float = 0.0
+    """Training only: probability of skipping each encoder layer in a forward pass (LayerDrop; M2M100 and
+    NLLB were trained with it)."""
+    decoder_layerdrop: float = 0.0
+    """As `encoder_layerdrop`, for the decoder layers."""
+    dropout_after_final_norm: bool = False
+    """Apply `dropout` once more after each stack's final LayerNorm (T5 does)."""
     activation: str = "relu"
     """Feed-forward activation: "relu", "gelu" (exact), "gelu_tanh" (tanh approximation) or "silu"; or a gated
     block that multiplies the activated half of a doubled first projection with its other half: "swiglu"
@@ -94,6 +101,10 @@ class TransformerConfig:
     bos_token_id: int = 2
     eos_token_id: int = 3
     decoder_start_token_id: int = 2
+    decoder_start_from_labels: bool = False
+    """Teacher forcing (decoder inputs built from labels) starts each row with its last label token instead of
+    `decoder_start_token_id`: mBART's shift, which moves the language tag closing each target to the front.
+    Generation still starts with `decoder_start_token_id`."""
     init_style: str = "xavier"
     """How a freshly built model draws its weights (loading saved weights does not depend on it).
     "xavier": projections xavier-uniform (q, k and v each as its own matrix), biases zero, an untied output
@@ -125,7 +136,13 @@ class TransformerConfig:
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}); "
                 "change one of them"
             )
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
+        for name in (
+            "dropout",
+            "attention_dropout",
+            "activation_dropout",
+            "encoder_layerdrop",
+            "decoder_layerdrop",
+        ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.activation not in ACTIVATIONS:

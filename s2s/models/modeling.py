@@ -92,6 +92,8 @@ class _Stack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.final_norm = make_norm(config) if config.pre_norm else None
         self.dropout = Dropout(config.dropout)
+        self.dropout_after_final_norm = config.dropout_after_final_norm
+        self.layerdrop = config.decoder_layerdrop if causal else config.encoder_layerdrop
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.gradient_checkpointing = False
 
@@ -123,12 +125,16 @@ class _Stack(nn.Module):
 
     def run_layers(self, x: Tensor, *args: Any) -> Tensor:
         for layer in self.layers:
+            if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
+                continue  # LayerDrop: the layer is skipped in this pass (an identity)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 # recompute activations in backward; the RNG state is replayed so dropout masks match
                 x = checkpoint(layer, x, *args, use_reentrant=False)
             else:
                 x = layer(x, *args)
-        return self.final_norm(x) if self.final_norm is not None else x
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return self.dropout(x) if self.dropout_after_final_norm else x
 
 
 class TransformerForConditionalGeneration(nn.Module):
@@ -192,10 +198,15 @@ class TransformerForConditionalGeneration(nn.Module):
     # ------------------------------------------------------------------ training / scoring
     def prepare_decoder_input_ids_from_labels(self, labels: Tensor) -> Tensor:
         """Shift labels right behind the decoder start token; -100 becomes pad."""
-        shifted = labels.new_full(labels.shape, self.config.pad_token_id)
+        pad = self.config.pad_token_id
+        shifted = labels.new_full(labels.shape, pad)
         shifted[:, 0] = self.config.decoder_start_token_id
         shifted[:, 1:] = labels[:, :-1]
-        return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
+        if self.config.decoder_start_from_labels:
+            filled = labels.masked_fill(labels == -100, pad)
+            last = ((filled != pad).sum(dim=1) - 1) % labels.size(1)
+            shifted[:, 0] = filled.gather(1, last[:, None]).squeeze(1)
+        return shifted.masked_fill(shifted == -100, pad)
 
     def forward(
         self,

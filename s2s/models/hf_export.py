@@ -1,0 +1,76 @@
+"""`to_transformers`: save our model as a Hugging Face folder (config.json, model.safetensors,
+generation_config.json, and the tokenizer when given) of the family whose code computes the same function,
+without needing `transformers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s2s.models.configuration import TransformerConfig
+from s2s.models.hf_families import FAMILIES, Family, UnsupportedModelError
+from s2s.models.hf_folder import CONFIG_FILE, GENERATION_CONFIG_FILE, write_json, write_weights
+from s2s.models.hf_generation import generation_config_to_hf
+from s2s.models.modeling import TransformerForConditionalGeneration
+
+
+def to_transformers(
+    model: TransformerForConditionalGeneration, folder: str | Path, *, tokenizer: Any = None
+) -> Path:
+    """Write `model` into `folder` as the supported Hugging Face family that computes the same function
+    (transformers' `AutoModelForSeq2SeqLM.from_pretrained(folder)` loads it); `tokenizer` (anything with
+    `save_pretrained`) is saved alongside. Raises `UnsupportedModelError` naming the options that no supported
+    family reproduces. Returns the folder."""
+    config = model.config
+    family = family_for_config(config)
+    if tokenizer is not None:
+        size = len(tokenizer)
+        if size > config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {size} tokens but the model's embeddings only {config.vocab_size} rows; "
+                "export it with the tokenizer it was trained with"
+            )
+    directory = Path(folder)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config = {
+        "model_type": family.model_type,
+        "architectures": [family.architecture],
+        "is_encoder_decoder": True,
+        **family.config_to_hf(config),
+    }
+    generation = generation_config_to_hf(model.generation_config)
+    write_weights(directory, hf_state_dict(model, family))
+    write_json(directory / CONFIG_FILE, hf_config)
+    write_json(directory / GENERATION_CONFIG_FILE, generation)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def family_for_config(config: TransformerConfig) -> Family:
+    """The family whose fixed options `config` has; otherwise an error listing, for each family, what differs."""
+    mismatches = {name: family.mismatches(config) for name, family in FAMILIES.items()}
+    for name, found in mismatches.items():
+        if not found:
+            return FAMILIES[name]
+    closest = sorted(mismatches.items(), key=lambda item: len(item[1]))
+    lines = [f"  {name}: {'; '.join(found)}" for name, found in closest]
+    raise UnsupportedModelError(
+        "no supported Hugging Face family computes this model's function; the options that differ, per family "
+        "(closest first):\n" + "\n".join(lines)
+    )
+
+
+def hf_state_dict(model: TransformerForConditionalGeneration, family: Family) -> dict[str, torch.Tensor]:
+    """The HF tensors of `model`: renamed, fused projections split back into q/k/v (or gate/value halves)."""
+    ours = model.state_dict()
+    buffers = dict(model.named_buffers())
+    theirs: dict[str, torch.Tensor] = {}
+    for name, hf_names in family.weight_names(model.config):
+        parts = ours[name].chunk(len(hf_names), dim=0)
+        theirs.update(zip(hf_names, parts))
+    for hf_name, buffer in family.derived(model.config).items():
+        theirs[hf_name] = buffers[buffer]
+    return theirs
