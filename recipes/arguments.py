@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from recipes.cli import ERRORS_EPILOG
 from s2s.checkpointing import list_checkpoints
+from s2s.elastic import ElasticLaunch
 
 Task = Literal["translation", "summarization"]
 
@@ -45,8 +46,10 @@ class ModelArguments:
     """Vocabulary of a newly trained tokenizer, special tokens included. Source and target share one joint
     vocabulary (and so the model's embeddings); on a small corpus the vocabulary may come out smaller."""
 
-    tokenizer_max_sentences: int | None = None
-    """Train a new tokenizer on at most this many sentences (sampled); unset: all of them."""
+    tokenizer_max_sentences: int | None = 1_000_000
+    """Train a new tokenizer on at most this many sentences (source and target sentences of pairs drawn at
+    random, with the seed); None: all of them. A million sentences settle the subword vocabulary of a
+    corpus; on a corpus of millions, reading the rest only costs minutes and memory."""
 
 
 @dataclass
@@ -55,7 +58,10 @@ class DataArguments:
 
     train_file: str | None = None
     """Training data: a .jsonl/.json, .csv or .tsv file (optionally .gz), a folder written by
-    `datasets.save_to_disk`, or the prefix of parallel text files (`data/train` for data/train.de + data/train.en)."""
+    `datasets.save_to_disk`, the prefix of parallel text files (`data/train` for data/train.de + data/train.en),
+    or a glob pattern of shards read in name order (`data/train-*.jsonl.gz`, `data/train-*.de`; quote it in a
+    shell). The checked text is kept as Arrow in the cache: a second run over unchanged files does not read
+    them again."""
 
     validation_file: str | None = None
     """Evaluation data during training and for `do_eval`; same formats as `train_file`."""
@@ -104,6 +110,12 @@ class DataArguments:
 
     drop_empty_examples: bool = False
     """Drop examples whose source or target is empty (counted in a warning) instead of stopping with an error."""
+
+    skip_bad_lines: bool = False
+    """Skip lines that cannot be read (malformed JSON or CSV, a missing field, a number where text belongs,
+    bytes that are not UTF-8) instead of stopping at the first; a warning at the end of reading gives how many
+    per file and the first few file:line locations. Off, the first such line stops the job with its file,
+    line and the fix."""
 
     pad_to_multiple_of: int | None = 8
     """Pad the sources and the targets of each batch to a length that is a multiple of this (1: to the longest
@@ -230,11 +242,14 @@ def _check_averaging(averaged: int, training_args: Any) -> None:
 
 
 def _check_output_dir(training_args: Any) -> None:
-    """Training into a folder that holds another run's checkpoints would mix the two: say how to choose."""
+    """Training into a folder that holds another run's checkpoints would mix the two: say how to choose.
+    A job that torchrun restarted is exempt: the checkpoints are its own, and the Trainer resumes from them."""
     output_dir = Path(training_args.output_dir)
     checkpoints = list_checkpoints(output_dir)  # checkpoint-<step> folders by step; not checkpoint-best etc.
+    launch = ElasticLaunch.from_environ()
     if (
         training_args.do_train
+        and not (launch is not None and launch.is_restart)
         and checkpoints
         and not training_args.overwrite_output_dir
         and resume_value(training_args.resume_from_checkpoint) is None

@@ -63,11 +63,22 @@ def error_message(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def recorded_for_torchrun(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+    """Under torchrun (which names an error file per worker in TORCHELASTIC_ERROR_FILE), `main` wrapped in
+    torch's `record`, so a failing worker writes its exception and traceback there and torchrun's failure
+    summary names the rank and the cause; elsewhere `main` itself, and torch is not imported for it."""
+    if "TORCHELASTIC_ERROR_FILE" not in os.environ:
+        return main
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(main)
+
+
 def run_command(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
     """Run `main(argv)` as a command: 0 when it returns, 2 with `error: <message>` on a user error."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        main(without_bare_debug(args))
+        recorded_for_torchrun(main)(without_bare_debug(args))
     except USER_ERRORS as err:
         if debug_requested(args):
             raise

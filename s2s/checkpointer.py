@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from s2s import checkpointing
+from s2s import checkpointing, elastic
 from s2s.callbacks import TrainerState, best_metric_spec, is_improvement, lookup_metric
 from s2s.data_position import DataPosition
 from s2s.last_checkpoint import refuse_hf_checkpoint
@@ -64,12 +64,25 @@ class Checkpointer:
     def starting_point(self, resume_from_checkpoint: str | Path | bool | None) -> Path | None:
         """Where a ``train()`` call starts: the checkpoint to resume from (``resume_from_checkpoint``, by
         default ``args.resume_from_checkpoint``; see ``resume_path``), or None for a fresh run, once
-        ``check_output_dir`` has made sure it will not mix its checkpoints with another run's."""
+        ``check_output_dir`` has made sure it will not mix its checkpoints with another run's.
+
+        When torchrun has restarted the job after a worker failed, a call given no checkpoint continues from
+        the job's newest complete one instead (``s2s.elastic``); output_dir is not checked again, since its
+        checkpoints are this job's own."""
         if resume_from_checkpoint is None:
             resume_from_checkpoint = self.args.resume_from_checkpoint
+        launch = elastic.agreed_launch()
+        if launch is not None and launch.is_restart:
+            if resume_from_checkpoint is None:
+                return elastic.restart_checkpoint(self.args.output_dir, launch)
+            resume = self.resume_path(resume_from_checkpoint)
+            elastic.log_given_checkpoint(launch, resume)
+            return resume
         resume = self.resume_path(resume_from_checkpoint)
         if resume is None:
             self.check_output_dir()
+            if launch is not None and self.strategy.rank == 0:
+                elastic.record_fresh_start(self.args.output_dir, launch)
         return resume
 
     def resume_path(self, resume_from_checkpoint: str | Path | bool | None) -> Path | None:

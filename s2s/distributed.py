@@ -60,9 +60,47 @@ def init_distributed(args) -> bool:
     backend = args.ddp_backend or ("nccl" if use_cuda else "gloo")
     if use_cuda:
         torch.cuda.set_device(get_local_rank() % torch.cuda.device_count())
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=args.ddp_timeout))
+    timeout = datetime.timedelta(seconds=args.ddp_timeout)
+    store = restart_safe_store(timeout)
+    if store is None:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group(
+            backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
+        )
     logger.info("process group up: rank %d of %d, backend %s", get_rank(), get_world_size(), backend)
     return is_distributed()
+
+
+def restart_safe_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """The store for the process group when torchrun may restart the job, else None (the default set-up).
+
+    torchrun's agent hosts one key-value store for the whole job and hands it to every attempt
+    (``TORCHELASTIC_USE_AGENT_STORE=True``). The process group publishes each process's address in it under
+    the same keys on every attempt, so a restarted process can read the address of a process of the failed
+    attempt, which is gone: gloo then fails with "connectFullMesh failed ... Connection refused" and the
+    restart is wasted. Prefixing the keys with the attempt (``TORCHELASTIC_RESTART_COUNT``) keeps each
+    attempt's keys apart. Every agent counts the restarts it made; the counts agree across machines when a
+    failure stops every worker, which is what torchrun does on one machine. A multi-machine job whose agents
+    may disagree (a machine replaced, or restarted for a newcomer, which torchrun does not count) can set
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` for torchrun instead: every attempt then gets a new store, and
+    this returns None."""
+    if (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+        or "TORCHELASTIC_RESTART_COUNT" not in os.environ
+    ):
+        return None
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) == 0:
+        return None  # no later attempt to keep apart from
+    store = dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=int(os.environ["MASTER_PORT"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        is_master=False,
+        timeout=timeout,
+    )
+    return dist.PrefixStore(f"s2s/attempt-{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 def all_reduce_sum(value: torch.Tensor | float | int, *, device: torch.device | None = None):
