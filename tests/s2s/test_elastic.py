@@ -17,6 +17,7 @@ parameters equal those of an uninterrupted 2-process run bit for bit.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import subprocess
@@ -25,9 +26,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
-from s2s import elastic
+from s2s import distributed, elastic
 from s2s.checkpointing import list_checkpoints
 from tests.paths import REPO
 from tests.s2s.test_trainer_resume import StopAt, losses, make_trainer
@@ -142,6 +144,24 @@ def test_a_restart_does_not_resume_from_the_run_it_trained_over(tmp_path, monkey
     assert f"resuming from {tmp_path / 'checkpoint-2'} at step 2" in log
     assert restarted.checkpointer.resumed_step == 2
     assert elastic._manifest_identity(tmp_path / "checkpoint-6") != earlier_identity  # now this job's own
+
+
+def test_each_attempt_keeps_its_process_group_keys_apart_in_torchruns_store(monkeypatch):
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # as torchrun's agent
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(server.port))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    timeout = datetime.timedelta(seconds=10)
+    attempt(monkeypatch, 0, max_restarts=1)
+    assert distributed.restart_safe_store(timeout) is None  # the agent's store is not shared: the default
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    first = distributed.restart_safe_store(timeout)
+    first.set("default_pg/0//cpu/rank_1", "the address of a process that died")
+    attempt(monkeypatch, 1, max_restarts=1)
+    restarted = distributed.restart_safe_store(timeout)
+    assert not restarted.check(["default_pg/0//cpu/rank_1"])  # the restart waits for the new process's key
+    attempt(monkeypatch, 0, max_restarts=0)
+    assert distributed.restart_safe_store(timeout) is None  # no restart to come: the default set-up
 
 
 # ------------------------------------------------------------------------------------------- torchrun
