@@ -331,7 +331,8 @@ class Trainer:
         self, resume_from_checkpoint: str | Path | bool | None = None, trial: Any = None, **kwargs
     ) -> TrainOutput:
         """Train; ``resume_from_checkpoint`` is a checkpoint folder, or True for the newest complete one in
-        ``output_dir`` (default: ``args.resume_from_checkpoint``)."""
+        ``output_dir`` (default: ``args.resume_from_checkpoint``). When torchrun has restarted the job after a
+        worker died and none is given, the job's newest complete checkpoint (see ``s2s.elastic``)."""
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}")
         resume = self.checkpointer.starting_point(resume_from_checkpoint)
