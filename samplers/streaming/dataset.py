@@ -62,6 +62,9 @@ class StreamingTokenBatches(IterableDataset):
             method yielding ``(example, position)`` as ``ShardLines`` does, a resume seeks to the saved
             position; otherwise it reads the current shard again and skips the examples consumed.
         tokenize: ``tokenize(example) -> dict`` of token id lists (None: the examples are already tokenized).
+        batch_tokenize: instead of ``tokenize``, ``batch_tokenize(examples) -> list of dicts`` called once per
+            buffer: a tokenizer's batch call (a Rust tokenizer encodes a list on several threads) is many times
+            faster than one call per example, and a resume waits for one buffer's tokenization.
         max_tokens: the padded-token budget of a batch: ``batch size x max over the batch of max(source,
             target length)``, the larger of its two padded tensors.
         window_size: examples sorted by length together; larger windows pad less.
@@ -84,7 +87,8 @@ class StreamingTokenBatches(IterableDataset):
         shards: Sequence[Shard],
         *,
         read_shard: Callable[[Shard], Any],
-        tokenize: Callable[[Any], dict[str, Any]] | None,
+        tokenize: Callable[[Any], dict[str, Any]] | None = None,
+        batch_tokenize: Callable[[list[Any]], Sequence[dict[str, Any]]] | None = None,
         max_tokens: int,
         window_size: int = 10_000,
         buffer_size: int = 50_000,
@@ -121,7 +125,9 @@ class StreamingTokenBatches(IterableDataset):
                 f"{len(self.shards)} shard(s) for {num_replicas} processes: every process reads whole shards, so "
                 "split the corpus into at least as many shards as processes (more balance the work better)"
             )
-        self.read_shard, self.tokenize = read_shard, tokenize
+        if tokenize is not None and batch_tokenize is not None:
+            raise ValueError("pass tokenize (one example) or batch_tokenize (a buffer's examples), not both")
+        self.read_shard, self.tokenize, self.batch_tokenize = read_shard, tokenize, batch_tokenize
         self.max_tokens, self.window_size, self.buffer_size = max_tokens, window_size, buffer_size
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
         self.source_key, self.target_key = source_key, target_key
@@ -157,7 +163,7 @@ class StreamingTokenBatches(IterableDataset):
             cursor.skipped,
         )
         while True:
-            filled = self._fill(examples, start)
+            filled = self._fill(shards, examples, start)
             if filled is None:
                 break
             features, lengths, end, newly_skipped = filled
@@ -184,12 +190,12 @@ class StreamingTokenBatches(IterableDataset):
 
     def _examples(
         self, shards: list[Shard], shard: int, position: dict[str, Any] | None
-    ) -> Iterator[tuple[Any, tuple[int, dict[str, Any]], str]]:
-        """``(example, (shard index, position after it), where it is)`` from ``position`` in ``shard`` on."""
+    ) -> Iterator[tuple[Any, tuple[int, dict[str, Any]]]]:
+        """``(example, (shard index, position after it))`` from ``position`` in ``shard`` on."""
         for index in range(shard, len(shards)):
             start = position if index == shard else None
             for example, after in self._read_from(shards[index], start):
-                yield example, (index, after), _where(shards[index], after)
+                yield example, (index, after)
 
     def _read_from(self, shard: Shard, start: dict[str, Any] | None) -> Iterator[tuple[Any, dict[str, Any]]]:
         if hasattr(self.read_shard, "read_from"):
@@ -199,40 +205,51 @@ class StreamingTokenBatches(IterableDataset):
         for count, example in enumerate(islice(self.read_shard(shard), done, None), start=done + 1):
             yield example, {"examples": count}
 
-    def _fill(self, examples: Iterator, start: tuple[int, Any]):
+    def _fill(self, shards: list[Shard], examples: Iterator, start: tuple[int, Any]):
         """The next buffer: up to ``buffer_size`` examples tokenized, their ``(source, target)`` lengths, the
         position after the last, and how many were left out as too long; None when the epoch has no more."""
+        read = list(islice(examples, self.buffer_size))
+        if not read:
+            return None
+        raw = [example for example, _ in read]
+        if self.batch_tokenize is not None:
+            tokenized = list(self.batch_tokenize(raw))
+            if len(tokenized) != len(raw):
+                raise ValueError(f"batch_tokenize returned {len(tokenized)} examples for {len(raw)}")
+        elif self.tokenize is not None:
+            tokenized = [self.tokenize(example) for example in raw]
+        else:
+            tokenized = raw
         features: list[dict[str, Any]] = []
         lengths: list[tuple[int, int]] = []
-        end, read, skipped = start, 0, 0
-        for example, after, where in islice(examples, self.buffer_size):
-            read, end = read + 1, after
-            tokenized = example if self.tokenize is None else self.tokenize(example)
-            pair = self._lengths(tokenized, where)
+        skipped = 0
+        for example, (index, after) in zip(tokenized, (at for _, at in read), strict=True):
+            pair = self._lengths(example, shards[index], after)
             if max(pair) > self.max_tokens:
                 if not self.skip_too_long:
                     raise ValueError(
-                        f"{where}: the example's (source, target) lengths {pair} exceed max_tokens="
-                        f"{self.max_tokens}; raise max_tokens, truncate or filter long examples, or pass "
-                        "skip_too_long=True"
+                        f"{_where(shards[index], after)}: the example's (source, target) lengths {pair} exceed "
+                        f"max_tokens={self.max_tokens}; raise max_tokens, truncate or filter long examples, or "
+                        "pass skip_too_long=True"
                     )
                 skipped += 1
-                self.num_skipped += 1
                 continue
-            features.append(tokenized)
+            features.append(example)
             lengths.append(pair)
-        if read == 0:
-            return None
-        return features, np.asarray(lengths, dtype=np.int64).reshape(-1, 2), end, skipped
+        self.num_skipped += skipped
+        return features, np.asarray(lengths, dtype=np.int64).reshape(-1, 2), read[-1][1], skipped
 
-    def _lengths(self, features: Any, where: str) -> tuple[int, int]:
-        if not isinstance(features, dict) or self.source_key not in features:
+    def _lengths(self, features: Any, shard: Shard, position: dict[str, Any]) -> tuple[int, int]:
+        try:
+            source = features[self.source_key]
+        except (KeyError, TypeError, IndexError):
             keys = sorted(features) if isinstance(features, dict) else type(features).__name__
             raise ValueError(
-                f"{where}: tokenize must return a dict with {self.source_key!r} (source_key), got {keys}"
-            )
+                f"{_where(shard, position)}: tokenized examples must be dicts with {self.source_key!r} "
+                f"(source_key), got {keys}"
+            ) from None
         target = features.get(self.target_key)
-        return len(features[self.source_key]), 0 if target is None else len(target)
+        return len(source), 0 if target is None else len(target)
 
     def _batches(self, lengths: np.ndarray, buffer: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch, self.num_replicas, self.rank, buffer])

@@ -278,3 +278,22 @@ def test_dataloader_workers_are_refused(tmp_path):
     loader = DataLoader(stream(paths), batch_size=None, num_workers=1)
     with pytest.raises(RuntimeError, match="num_workers=0"):
         list(loader)
+
+
+def test_batch_tokenize_gives_the_batches_of_per_example_tokenize(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    calls = []
+
+    def batch_tokenize(examples):
+        calls.append(len(examples))
+        return [tokenize(e) for e in examples]
+
+    settings = dict(max_tokens=120, window_size=40, buffer_size=120, seed=3)
+    reader = ShardLines(parser("jsonl"))
+    batched = StreamingTokenBatches(paths, read_shard=reader, batch_tokenize=batch_tokenize, **settings)
+    assert ids(batched) == ids(stream(paths))
+    assert calls[0] == 120 and sum(calls) == NUM_SHARDS * PER_SHARD  # once per buffer
+    with pytest.raises(ValueError, match="not both"):
+        StreamingTokenBatches(
+            paths, read_shard=reader, tokenize=tokenize, batch_tokenize=batch_tokenize, **settings
+        )
