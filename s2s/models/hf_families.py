@@ -242,7 +242,8 @@ class BartLike(Family):
 
     def aliases(self, config: TransformerConfig) -> dict[str, list[str]]:
         if not config.share_embeddings:
-            return {}
+            tied = ["lm_head.weight"] if config.tie_word_embeddings else []
+            return {"model.decoder.embed_tokens.weight": tied}
         copies = ["model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"]
         if config.tie_word_embeddings:
             copies.append("lm_head.weight")

@@ -16,6 +16,7 @@ from s2s.models.configuration import TransformerConfig
 from s2s.models.hf_families import UNSUPPORTED_VALUES, Family, UnsupportedModelError, family_for
 from s2s.models.hf_folder import (
     CONFIG_FILE,
+    GENERATION_CONFIG_FILE,
     read_config,
     read_generation_config,
     read_weights,
@@ -42,11 +43,13 @@ def from_transformers(
         hf_config, origin = read_config(folder), str(folder / CONFIG_FILE)
         state = read_weights(folder, allow_pickle=allow_pickle)
         hf_generation = read_generation_config(folder)
+        generation_origin = str(folder / GENERATION_CONFIG_FILE) if hf_generation is not None else origin
     elif hasattr(source, "config") and hasattr(source, "state_dict"):
         hf_config, origin = source.config.to_dict(), f"{type(source).__name__}.config"
         state = source.state_dict()
         generation = getattr(source, "generation_config", None)
         hf_generation = generation.to_diff_dict() if generation is not None else None
+        generation_origin = f"{type(source).__name__}.generation_config"
         folder = None
     else:
         raise TypeError(
@@ -69,7 +72,7 @@ def from_transformers(
     model = TransformerForConditionalGeneration(config)
     model.load_state_dict(_our_state(family, config, state, origin), strict=True)
     _check_derived(family, config, state, model, origin)
-    model.generation_config = generation_config_from_hf(hf_config, hf_generation, config, origin)
+    model.generation_config = generation_config_from_hf(hf_config, hf_generation, config, generation_origin)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
