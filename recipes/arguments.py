@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from recipes.cli import ERRORS_EPILOG
 from s2s.checkpointing import list_checkpoints
-from s2s.elastic import ElasticLaunch
+from s2s.elastic import ElasticLaunch, trained_here
 
 Task = Literal["translation", "summarization"]
 
@@ -243,13 +243,14 @@ def _check_averaging(averaged: int, training_args: Any) -> None:
 
 def _check_output_dir(training_args: Any) -> None:
     """Training into a folder that holds another run's checkpoints would mix the two: say how to choose.
-    A job that torchrun restarted is exempt: the checkpoints are its own, and the Trainer resumes from them."""
+    A job that torchrun restarted after it had started training here is exempt: the checkpoints are its own, and
+    the Trainer resumes from them."""
     output_dir = Path(training_args.output_dir)
     checkpoints = list_checkpoints(output_dir)  # checkpoint-<step> folders by step; not checkpoint-best etc.
     launch = ElasticLaunch.from_environ()
     if (
         training_args.do_train
-        and not (launch is not None and launch.is_restart)
+        and not (launch is not None and launch.is_restart and trained_here(output_dir, launch))
         and checkpoints
         and not training_args.overwrite_output_dir
         and resume_value(training_args.resume_from_checkpoint) is None

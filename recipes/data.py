@@ -52,6 +52,7 @@ def load_splits(task: Task, data_args: DataArguments, training_args: Any) -> dic
             target_column=TARGET,
             max_samples=max_samples,
             drop_empty=data_args.drop_empty_examples,
+            skip_bad_lines=data_args.skip_bad_lines,
             split=split,
             cache_dir=data_args.dataset_cache_dir,
         )

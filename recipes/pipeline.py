@@ -35,9 +35,10 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     task_defaults(task, data_args)
     check_arguments(model_args, data_args, training_args)
 
-    # text -> tokenizer -> ids (rank 0 trains and saves the tokenizer, the others load it; rank 0 fills the
-    # tokenization cache first)
-    raw = load_splits(task, data_args, training_args)
+    # text -> tokenizer -> ids (rank 0 reads the text into the Arrow cache and the others then open it; rank 0
+    # trains and saves the tokenizer, the others load it; rank 0 fills the tokenization cache first)
+    with training_args.main_process_first(desc="reading the data"):
+        raw = load_splits(task, data_args, training_args)
     with training_args.main_process_first(local=False, desc="tokenizer training"):
         tokenizer = load_or_train_tokenizer(model_args, training_args, raw.get("train"))
     with training_args.main_process_first(desc="dataset tokenization"):

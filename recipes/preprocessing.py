@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 
 from recipes.arguments import DataArguments
 from recipes.data import SOURCE, TARGET
@@ -20,6 +19,19 @@ from recipes.data import SOURCE, TARGET
 logger = logging.getLogger("recipes")
 
 TRUNCATION_FLAGS = ("source_truncated", "target_truncated")
+
+TOKENIZED_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.Sequence(datasets.Value("int32")),
+        "attention_mask": datasets.Sequence(datasets.Value("int8")),
+        "labels": datasets.Sequence(datasets.Value("int32")),
+        "source_truncated": datasets.Value("bool"),
+        "target_truncated": datasets.Value("bool"),
+    }
+)
+"""What the map writes. Left to inference, `datasets` stores ids as int64 and the all-ones mask as int64:
+declared as int32 ids (any vocabulary below 2 billion) and an int8 mask, the cache of a 5M-pair corpus is
+about half the size on disk and in the page cache, and is written faster."""
 
 
 def tokenize_splits(
@@ -48,13 +60,19 @@ def tokenize_splits(
             "max_target_length": max_target,
         }
         key = json.dumps(
-            [raw._fingerprint, tokenizer_key, {k: v for k, v in options.items() if k != "tokenizer"}]
+            [
+                raw._fingerprint,
+                tokenizer_key,
+                {k: v for k, v in options.items() if k != "tokenizer"},
+                TOKENIZED_FEATURES.to_dict(),  # a change of the stored types is a new cache
+            ]
         )
         dataset = raw.map(
             tokenize_batch,
             batched=True,
             fn_kwargs=options,
             remove_columns=raw.column_names,
+            features=TOKENIZED_FEATURES,
             num_proc=data_args.preprocessing_num_workers,
             load_from_cache_file=not data_args.overwrite_cache,
             # Our own fingerprint: the tokenizer's files, not a pickle of it, decide whether the cache is valid.
@@ -77,19 +95,21 @@ def tokenize_batch(
     """Tokenize without truncation, then cut to the limits keeping the last token (eos) and flag what was cut."""
     sources = [prefix + text for text in batch[SOURCE]] if prefix else batch[SOURCE]
     encoded = tokenizer(sources, text_target=batch[TARGET])
-    input_ids, attention_mask, labels, source_cut, target_cut = [], [], [], [], []
-    for ids, mask, target in zip(encoded["input_ids"], encoded["attention_mask"], encoded["labels"]):
-        ids, mask, target = list(ids), list(mask), list(target)
-        source_cut.append(len(ids) > max_source_length)
-        target_cut.append(len(target) > max_target_length)
-        if source_cut[-1]:
-            ids = ids[: max_source_length - 1] + ids[-1:]
-            mask = mask[:max_source_length]
-        if target_cut[-1]:
-            target = target[: max_target_length - 1] + target[-1:]
-        input_ids.append(ids)
-        attention_mask.append(mask)
-        labels.append(target)
+    # Only the rows over a limit are copied and cut; the others pass through as the tokenizer made them
+    # (this loop runs once per example of the corpus: millions of times).
+    input_ids, labels = encoded["input_ids"], encoded["labels"]
+    attention_mask = encoded["attention_mask"]
+    source_cut = [len(ids) > max_source_length for ids in input_ids]
+    target_cut = [len(target) > max_target_length for target in labels]
+    for row, cut in enumerate(source_cut):
+        if cut:
+            ids = input_ids[row]
+            input_ids[row] = list(ids[: max_source_length - 1]) + list(ids[-1:])
+            attention_mask[row] = list(attention_mask[row][:max_source_length])
+    for row, cut in enumerate(target_cut):
+        if cut:
+            target = labels[row]
+            labels[row] = list(target[: max_target_length - 1]) + list(target[-1:])
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
@@ -110,7 +130,9 @@ def _report_truncation(
             "max_target_length" if split == "train" else "val_max_target_length",
         ),
     ):
-        cut = np.asarray(dataset.with_format("numpy")[flag], dtype=bool)
+        # The flag column straight from Arrow: one vectorised read, where the numpy format would build a
+        # Python object per row (minutes at millions of rows).
+        cut = dataset.with_format("arrow")[flag].to_numpy(zero_copy_only=False).astype(bool, copy=False)
         count = int(cut.sum())
         if not count:
             continue

@@ -4,10 +4,12 @@ the training pairs (one joint vocabulary for source and target) and saved at onc
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from recipes.arguments import ModelArguments
 from recipes.data import SOURCE, TARGET
@@ -47,26 +49,41 @@ def load_or_train_tokenizer(
         return load_tokenizer(output_dir)
     if train is None:
         raise ValueError("no tokenizer: pass --tokenizer_name_or_path or --model_name_or_path, or --do_train")
-    tokenizer = _train_tokenizer(model_args, train)
+    tokenizer = _train_tokenizer(model_args, train, seed=training_args.seed)
     if training_args.process_index == 0:
         tokenizer.save_pretrained(output_dir)
     return tokenizer
 
 
-def _train_tokenizer(model_args: ModelArguments, train: datasets.Dataset) -> Any:
+def sampled_pairs(
+    train: datasets.Dataset, max_sentences: int | None, *, seed: int, batch_size: int = 10_000
+) -> Iterator[tuple[str, str]]:
+    """(source, target) pairs to train the tokenizer on: all of them, or `max_sentences // 2` pairs drawn
+    at random (in dataset order, so the memory-mapped file is read forward). Read a batch at a time: the
+    columns are never held whole as Python strings, which for millions of pairs would take gigabytes."""
+    if max_sentences is not None and max_sentences // 2 < len(train):
+        rows = np.random.default_rng(seed).choice(len(train), size=max(1, max_sentences // 2), replace=False)
+        train = train.select(np.sort(rows))
+    for batch in train.select_columns([SOURCE, TARGET]).iter(batch_size=batch_size):
+        yield from zip(batch[SOURCE], batch[TARGET])
+
+
+def _train_tokenizer(model_args: ModelArguments, train: datasets.Dataset, *, seed: int) -> Any:
     """One joint vocabulary for source and target, so the model can share its embeddings."""
     from s2s.tokenization import train_joint_tokenizer
 
     logger.info(
-        "training a %s tokenizer (%s, vocab %d) on %d pairs",
-        model_args.tokenizer_backend,
-        model_args.tokenizer_model_type,
+        "training a %s tokenizer (vocab %d) on %s",
+        model_args.tokenizer_backend
+        + (f" {model_args.tokenizer_model_type}" if model_args.tokenizer_backend == "sentencepiece" else ""),
         model_args.vocab_size,
-        len(train),
+        f"{len(train)} pairs"
+        if model_args.tokenizer_max_sentences is None or model_args.tokenizer_max_sentences // 2 >= len(train)
+        else f"{model_args.tokenizer_max_sentences // 2} pairs drawn from {len(train)} (tokenizer_max_sentences)",
     )
     sentencepiece = model_args.tokenizer_backend == "sentencepiece"
     tokenizer = train_joint_tokenizer(
-        zip(train[SOURCE], train[TARGET]),
+        sampled_pairs(train, model_args.tokenizer_max_sentences, seed=seed),
         vocab_size=model_args.vocab_size,
         backend=model_args.tokenizer_backend,
         model_type=model_args.tokenizer_model_type if sentencepiece else None,

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from recipes.text_files.errors import DataFileError
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+BadLineHandler = Callable[[DataFileError], None]
+"""Called with the error of a line that cannot be used, when the caller chose to skip such lines (it counts
+and reports them); without one, the error is raised."""
 
 
 def check_file(path: Path) -> None:
@@ -43,17 +47,24 @@ def raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         ) from exc
 
 
-def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Lines decoded as UTF-8 (a leading BOM is ignored); undecodable bytes name the line and the byte."""
+def decoded_lines(path: Path, on_bad_line: BadLineHandler | None = None) -> Iterator[tuple[int, str | None]]:
+    """Lines decoded as UTF-8 (a leading BOM is ignored); undecodable bytes name the line and the byte.
+
+    With `on_bad_line`, an undecodable line is handed to it and yielded as None (so parallel files can drop
+    the pair and stay aligned) instead of raising."""
     for number, raw in raw_lines(path):
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataFileError(
+            error = DataFileError(
                 path,
                 f"bytes that are not valid UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}: {exc.reason})",
                 line=number,
                 fix="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 in > out` if it is Latin-1",
-            ) from exc
+            )
+            if on_bad_line is None:
+                raise error from exc
+            on_bad_line(error)
+            yield number, None
