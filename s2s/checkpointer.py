@@ -67,22 +67,24 @@ class Checkpointer:
         ``check_output_dir`` has made sure it will not mix its checkpoints with another run's.
 
         When torchrun has restarted the job after a worker failed, a call given no checkpoint continues from
-        the job's newest complete one instead (``s2s.elastic``); output_dir is not checked again, since its
-        checkpoints are this job's own."""
+        the job's newest complete one instead (``s2s.elastic``), once an attempt of the job has started
+        training there; output_dir is then not checked again, since its checkpoints are the job's own."""
         if resume_from_checkpoint is None:
             resume_from_checkpoint = self.args.resume_from_checkpoint
         launch = elastic.agreed_launch()
         if launch is not None and launch.is_restart:
-            if resume_from_checkpoint is None:
-                return elastic.restart_checkpoint(self.args.output_dir, launch)
-            resume = self.resume_path(resume_from_checkpoint)
-            elastic.log_given_checkpoint(launch, resume)
-            return resume
+            if resume_from_checkpoint is not None:
+                resume = self.resume_path(resume_from_checkpoint)
+                elastic.log_given_checkpoint(launch, resume)
+                return resume
+            restart = elastic.restart_point(self.args.output_dir, launch)
+            if restart.trained_here:
+                return restart.checkpoint
         resume = self.resume_path(resume_from_checkpoint)
         if resume is None:
             self.check_output_dir()
             if launch is not None and self.strategy.rank == 0:
-                elastic.record_fresh_start(self.args.output_dir, launch)
+                elastic.record_training_start(self.args.output_dir, launch)
         return resume
 
     def resume_path(self, resume_from_checkpoint: str | Path | bool | None) -> Path | None:

@@ -5,18 +5,21 @@ When one worker dies, torchrun's agent stops every worker of the group and start
 The restarted script runs from its first line: it builds the same Trainer and calls ``train()`` again. If that
 call started over, the restart would throw away every update since the last checkpoint and, worse, refuse to
 train because output_dir now holds checkpoints. So on a restart, a ``train()`` call that was given no
-checkpoint continues from the newest complete checkpoint in output_dir; one torn by the crash is skipped
-(and named in the log) for the previous complete one. A restart that finds no checkpoint yet trains from
-scratch, as the first attempt did, and says so.
+checkpoint continues from the job's newest complete checkpoint in output_dir; one torn by the crash is skipped
+(and named in the log) for the previous complete one. A restart that finds no checkpoint of the job yet trains
+from scratch, as the first attempt did, and says so.
 
 The first attempt behaves as without torchrun (Hugging Face's semantics: no resume unless asked), and a
 checkpoint given by the user (``resume_from_checkpoint``) still wins on a restart.
 
-A first attempt that trains from scratch over an earlier run's checkpoints (``overwrite_output_dir=True``)
-leaves those folders in place. Its restart must not mistake them for its own, since the earlier run may have
-got further: the first attempt records which checkpoints were already there (each by the identity of its
-manifest file, so a folder this job re-saves under the same name counts as its own) in ``RUN_RECORD_NAME``,
-and a restart skips exactly those.
+Which checkpoints are the job's own? An attempt that starts training from scratch writes ``RUN_RECORD_NAME``
+into output_dir: the job (``ElasticLaunch.job_id``) and the checkpoints already there, from earlier runs it
+trains over (``overwrite_output_dir=True``), each by the identity of its manifest file (a folder the job
+re-saves under the same name is then its own). A restart continues only when that record names its job, and
+skips those earlier checkpoints, since an earlier run may have got further. Without the record no attempt of
+this job reached training (the first one failed while preparing data, or refused to train over another run's
+checkpoints), so the restart starts as a first attempt would: refused again in that last case, rather than
+resuming another run's checkpoints.
 
 Only process 0 reads the folder; the others take its choice, so every process resumes from the same
 checkpoint even if a save was still becoming visible on a shared file system.
@@ -31,6 +34,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from s2s import distributed
 from s2s.atomic_folder import MANIFEST_NAME, leftover_folders
@@ -44,8 +48,8 @@ MAX_RESTARTS_VAR = "TORCHELASTIC_MAX_RESTARTS"
 RUN_ID_VAR = "TORCHELASTIC_RUN_ID"
 
 RUN_RECORD_NAME = ".s2s_elastic_run.json"
-"""Written into output_dir by the first attempt of a job that torchrun may restart: the checkpoints of
-earlier runs that were there when it started from scratch. Hidden, and never a ``checkpoint-<N>`` folder, so
+"""Written into output_dir when an attempt of a job that torchrun may restart starts training from scratch:
+the job, and the checkpoints of earlier runs that were there. Hidden, and never a ``checkpoint-<N>`` folder, so
 nothing else reads it."""
 
 
@@ -56,6 +60,7 @@ class ElasticLaunch:
     restart_count: int  # 0 on the first attempt
     max_restarts: int
     run_id: str
+    job_id: str = ""  # the same in every attempt of one job, and (see ``job_identity``) in no other job
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ElasticLaunch | None:
@@ -68,6 +73,7 @@ class ElasticLaunch:
             restart_count=_count(environ, RESTART_COUNT_VAR),
             max_restarts=_count(environ, MAX_RESTARTS_VAR, default="0"),
             run_id=environ.get(RUN_ID_VAR, ""),
+            job_id=job_identity(environ),
         )
 
     @property
@@ -94,6 +100,17 @@ def agreed_launch() -> ElasticLaunch | None:
     return dataclasses.replace(launch, restart_count=max(counts))
 
 
+def job_identity(environ: Mapping[str, str]) -> str:
+    """What tells this job from other jobs in the same output_dir, in every attempt: torchrun's run id (a
+    random one with ``--standalone``, else ``--rdzv-id``, "none" unless given), and, when the agent's store
+    serves the whole job, the store's address (a port the system picked when the job started). A job with a
+    shared store, ``--standalone`` or its own ``--rdzv-id`` is told apart from every other."""
+    job = environ.get(RUN_ID_VAR, "")
+    if environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        job += f"@{environ.get('MASTER_ADDR', '')}:{environ.get('MASTER_PORT', '')}"
+    return job
+
+
 def _count(environ: Mapping[str, str], name: str, *, default: str | None = None) -> int:
     text = environ.get(name, default)
     try:
@@ -108,16 +125,16 @@ def _count(environ: Mapping[str, str], name: str, *, default: str | None = None)
     return value
 
 
-# ------------------------------------------------------------------------------------------ first attempt
-def record_fresh_start(output_dir: str | Path, launch: ElasticLaunch) -> None:
-    """On a first attempt that trains from scratch (process 0, before training): note the checkpoints of
-    earlier runs in ``output_dir`` so that a restart does not resume from one of them. Does nothing when
-    torchrun will not restart the job."""
-    if launch.is_restart or not launch.may_restart:
+# ------------------------------------------------------------------------------------------ training starts
+def record_training_start(output_dir: str | Path, launch: ElasticLaunch) -> None:
+    """When an attempt starts training from scratch (process 0, before training): note the job and the
+    checkpoints of earlier runs in ``output_dir``, so that a restart continues from this job's checkpoints
+    and from no other's. Does nothing when torchrun will not restart the job."""
+    if not launch.may_restart:
         return
     output_dir = Path(output_dir)
     earlier = {path.name: _manifest_identity(path) for path in list_checkpoints(output_dir)}
-    record = {"run_id": launch.run_id, "earlier_checkpoints": {k: v for k, v in earlier.items() if v}}
+    record = {"job": launch.job_id, "earlier_checkpoints": {k: v for k, v in earlier.items() if v}}
     output_dir.mkdir(parents=True, exist_ok=True)
     temporary = output_dir / f"{RUN_RECORD_NAME}.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -135,34 +152,41 @@ def _manifest_identity(checkpoint: Path) -> str | None:
     return f"{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_size}"
 
 
-def earlier_runs_checkpoints(output_dir: str | Path) -> dict[str, str]:
-    """``{folder name: manifest identity}`` of the checkpoints that were in ``output_dir`` before the first
-    attempt of this job trained from scratch ({} without a record)."""
+def read_run_record(output_dir: str | Path) -> dict | None:
+    """``RUN_RECORD_NAME`` of ``output_dir`` (``job``, ``earlier_checkpoints``: folder name to identity), or
+    None when there is none."""
     path = Path(output_dir) / RUN_RECORD_NAME
     if not path.is_file():
-        return {}
+        return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        earlier = record["earlier_checkpoints"]
+        if not isinstance(record["job"], str) or not isinstance(record["earlier_checkpoints"], dict):
+            raise TypeError("'job' must be a string and 'earlier_checkpoints' a mapping")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ValueError(
-            f"{path} is corrupt ({err!r}); it lists the checkpoints of earlier runs that a restart must not "
-            "resume from. Delete it if output_dir holds only this job's checkpoints, then restart the job"
+            f"{path} is corrupt ({err!r}); it says which job trained in this folder and which checkpoints "
+            "belong to earlier runs. Delete it and pass resume_from_checkpoint (a checkpoint of this job, or "
+            "True) to continue, or restart the job from scratch"
         ) from err
-    if not isinstance(earlier, dict):
-        raise ValueError(f"{path}: 'earlier_checkpoints' must be a mapping of folder name to identity")
-    return earlier
+    return record
+
+
+def trained_here(output_dir: str | Path, launch: ElasticLaunch) -> bool:
+    """Whether an attempt of this job started training in ``output_dir`` (its record names the job)."""
+    record = read_run_record(output_dir)
+    return record is not None and record["job"] == launch.job_id
 
 
 # ------------------------------------------------------------------------------------------ a restart
 def newest_own_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint in ``output_dir`` that this job wrote, or None. Each newer folder that
-    is skipped is logged with the reason: torn or corrupt (the crash interrupted it), or left by an earlier
-    run this job trained over."""
+    """The newest complete checkpoint in ``output_dir`` that this job wrote (``trained_here`` must hold),
+    or None. Each newer folder that is skipped is logged with the reason: torn or corrupt (the crash
+    interrupted it), or left by an earlier run this job trained over."""
     output_dir = Path(output_dir)
     for leftover in leftover_folders(output_dir):
         logger.warning("ignoring %s: left by a save the crash interrupted", leftover.path)
-    earlier = earlier_runs_checkpoints(output_dir)
+    record = read_run_record(output_dir)
+    earlier = record["earlier_checkpoints"] if record is not None else {}
     for candidate in reversed(list_checkpoints(output_dir)):
         if candidate.name in earlier and _manifest_identity(candidate) == earlier[candidate.name]:
             logger.warning(
@@ -180,25 +204,41 @@ def newest_own_checkpoint(output_dir: str | Path) -> Path | None:
     return None
 
 
-def restart_checkpoint(output_dir: str | Path, launch: ElasticLaunch) -> Path | None:
-    """Where a restarted ``train()`` call without a given checkpoint continues: process 0 picks the newest
-    complete checkpoint of this job (``newest_own_checkpoint``) and every process takes its choice. Logs
-    the decision on process 0."""
-    choice = None
+class RestartPoint(NamedTuple):
+    trained_here: bool  # an attempt of this job started training in output_dir; else start as a first attempt
+    checkpoint: Path | None  # where to continue (None: from scratch)
+
+
+def restart_point(output_dir: str | Path, launch: ElasticLaunch) -> RestartPoint:
+    """Where a restarted ``train()`` call without a given checkpoint continues (a collective): process 0
+    picks the newest complete checkpoint of this job (``newest_own_checkpoint``), logs the decision, and
+    every process takes its choice."""
+    choice: tuple[bool, str | None] = (False, None)
     if distributed.get_rank() == 0:
-        choice = newest_own_checkpoint(output_dir)
-        if choice is None:
+        if not trained_here(output_dir, launch):
             logger.warning(
-                "%s: no complete checkpoint of this job in %s yet; training from scratch",
+                "%s: no attempt of this job started training in %s; starting as the first attempt would",
                 launch.describe(),
                 output_dir,
             )
         else:
-            logger.warning(
-                "%s: resuming from %s at step %d", launch.describe(), choice, checkpoint_step(choice)
-            )
-    choice = distributed.all_gather_object(None if choice is None else str(choice))[0]
-    return None if choice is None else Path(choice)
+            checkpoint = newest_own_checkpoint(output_dir)
+            if checkpoint is None:
+                logger.warning(
+                    "%s: no complete checkpoint of this job in %s yet; training from scratch",
+                    launch.describe(),
+                    output_dir,
+                )
+            else:
+                logger.warning(
+                    "%s: resuming from %s at step %d",
+                    launch.describe(),
+                    checkpoint,
+                    checkpoint_step(checkpoint),
+                )
+            choice = (True, None if checkpoint is None else str(checkpoint))
+    here, checkpoint = distributed.all_gather_object(choice)[0]
+    return RestartPoint(here, None if checkpoint is None else Path(checkpoint))
 
 
 def log_given_checkpoint(launch: ElasticLaunch, checkpoint: Path | None) -> None:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from recipes import arguments, cli
+from s2s import elastic
 
 
 def raising(err: BaseException):
@@ -50,10 +51,19 @@ def test_a_restarted_job_may_train_into_its_own_checkpoints(tmp_path, monkeypatc
     training_args = SimpleNamespace(
         output_dir=str(tmp_path), do_train=True, overwrite_output_dir=False, resume_from_checkpoint=None
     )
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")
+    with pytest.raises(ValueError, match="already holds checkpoints"):  # no attempt of this job trained here
+        arguments._check_output_dir(training_args)
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    elastic.record_training_start(tmp_path, elastic.ElasticLaunch.from_environ())  # job-1 trained here
     with pytest.raises(
         ValueError, match="already holds checkpoints"
     ):  # the first attempt: as without torchrun
         arguments._check_output_dir(training_args)
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    arguments._check_output_dir(training_args)  # a restart: the Trainer resumes from them
+    arguments._check_output_dir(training_args)  # its restart: the Trainer resumes from its own checkpoints
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-2")
+    with pytest.raises(ValueError, match="already holds checkpoints"):  # another job's restart
+        arguments._check_output_dir(training_args)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from s2s import distributed, elastic
+from s2s.callbacks import TrainerCallback
 from s2s.checkpointing import list_checkpoints
 from tests.paths import REPO
 from tests.s2s.test_trainer_resume import StopAt, losses, make_trainer
@@ -58,16 +59,35 @@ def test_the_launch_is_read_from_torchruns_variables():
     launch = elastic.ElasticLaunch.from_environ(
         {"TORCHELASTIC_RESTART_COUNT": "2", "TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_RUN_ID": "job"}
     )
-    assert launch == elastic.ElasticLaunch(restart_count=2, max_restarts=3, run_id="job")
+    assert launch == elastic.ElasticLaunch(restart_count=2, max_restarts=3, run_id="job", job_id="job")
+    shared_store = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "node0", "MASTER_PORT": "41231"}
+    assert elastic.job_identity({"TORCHELASTIC_RUN_ID": "none", **shared_store}) == "none@node0:41231"
     assert launch.is_restart and launch.may_restart and launch.describe() == "restart 2 of 3 (torchrun)"
     assert elastic.ElasticLaunch.from_environ({"RANK": "0"}) is None  # not started by torchrun's agent
     with pytest.raises(ValueError, match="TORCHELASTIC_RESTART_COUNT='x'.*torchrun"):
         elastic.ElasticLaunch.from_environ({"TORCHELASTIC_RESTART_COUNT": "x"})
 
 
-def test_a_restart_without_a_checkpoint_trains_from_scratch(tmp_path, monkeypatch, caplog):
+class Crash(TrainerCallback):
+    """Raises at the end of update ``step``, as a worker that fails before the next checkpoint."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError(f"crash after update {self.step}")
+
+
+def test_a_restart_before_the_first_checkpoint_trains_from_scratch(tmp_path, monkeypatch, caplog):
     straight, _ = make_trainer(tmp_path / "straight", "random")
     straight.train()
+
+    attempt(monkeypatch, 0)
+    first, _ = make_trainer(tmp_path / "run", "random", callbacks=[Crash(2)])
+    with pytest.raises(RuntimeError, match="crash after update 2"):
+        first.train()  # died before checkpoint-3
+    assert list_checkpoints(tmp_path / "run") == []
 
     attempt(monkeypatch, 1)
     restarted, _ = make_trainer(tmp_path / "run", "random")
@@ -75,8 +95,25 @@ def test_a_restart_without_a_checkpoint_trains_from_scratch(tmp_path, monkeypatc
         restarted.train()
     assert "restart 1 of 3 (torchrun): no complete checkpoint of this job" in messages(caplog)
     assert "training from scratch" in messages(caplog)
-    assert losses(restarted) == losses(straight)  # all six updates, from the first
     assert restarted.checkpointer.resumed_step == 0
+    assert losses(restarted) == losses(straight)  # all six updates, from the first
+
+
+def test_a_restart_is_refused_another_runs_checkpoints_as_its_first_attempt_was(
+    tmp_path, monkeypatch, caplog
+):
+    other, _ = make_trainer(tmp_path, "random", callbacks=[StopAt(3)])
+    other.train()  # another run's checkpoint-3
+
+    attempt(monkeypatch, 0)
+    first, _ = make_trainer(tmp_path, "random")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        first.train()  # the user forgot resume_from_checkpoint / overwrite_output_dir: the job fails ...
+    attempt(monkeypatch, 1)
+    restarted, _ = make_trainer(tmp_path, "random")
+    with caplog.at_level(logging.WARNING, logger="s2s"), pytest.raises(ValueError, match="already holds"):
+        restarted.train()  # ... and its restart does not quietly continue the other run instead
+    assert "no attempt of this job started training in" in messages(caplog)
 
 
 def test_a_restart_skips_a_torn_checkpoint_for_the_previous_complete_one(tmp_path, monkeypatch, caplog):
