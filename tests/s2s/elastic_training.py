@@ -7,8 +7,10 @@ with dropout (so each process's RNG state must survive a resume too), a checkpoi
 With ``--kill-rank``, on the first attempt only (TORCHELASTIC_RESTART_COUNT=0), process R kills itself with
 SIGKILL right after update S, as a machine that vanishes would: no exception, no clean-up, no checkpoint.
 torchrun then restarts both processes and ``Trainer.train()``, given no checkpoint, continues from the newest
-complete one. Process 0 writes the final weights (safetensors) to FINAL_WEIGHTS and a line per attempt to
-stdout.
+complete one. With ``--raise-rank``, process R raises an exception after update S on every attempt, so the job
+fails once its restarts are spent. Process 0 writes the final weights (safetensors) to FINAL_WEIGHTS and a
+line per attempt to stdout. The script runs as the recipes do (``recipes.cli.run_command``), which records a
+failing worker's error for torchrun.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import signal
 
 import torch
 from safetensors.torch import save_file
-from torch.distributed.elastic.multiprocessing.errors import record
 
+from recipes.cli import run_command
 from s2s.callbacks import TrainerCallback
 from s2s.data_collator import DataCollatorForSeq2Seq
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration
@@ -35,7 +37,7 @@ SAVE_STEPS = 2
 
 
 class KillAfterStep(TrainerCallback):
-    """SIGKILL this process at the end of update ``step`` (on the first attempt only)."""
+    """SIGKILL this process at the end of update ``step``."""
 
     def __init__(self, step: int) -> None:
         self.step = step
@@ -43,6 +45,14 @@ class KillAfterStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RaiseAfterStep(KillAfterStep):
+    """Raise at the end of update ``step``: a bug, or a fault the process notices."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError(f"rank {args.process_index} failed on purpose after update {self.step}")
 
 
 def build_trainer(output_dir: str, callbacks: list[TrainerCallback]) -> Seq2SeqTrainer:
@@ -65,14 +75,15 @@ def build_trainer(output_dir: str, callbacks: list[TrainerCallback]) -> Seq2SeqT
     )
 
 
-@record  # a worker that raises writes its rank's traceback where torchrun reads it
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("final_weights")
     parser.add_argument("--kill-rank", type=int, default=None)
     parser.add_argument("--kill-after-step", type=int, default=None)
-    options = parser.parse_args()
+    parser.add_argument("--raise-rank", type=int, default=None)
+    parser.add_argument("--raise-after-step", type=int, default=None)
+    options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[rank %(rank)s] %(message)s")
     rank, attempt = int(os.environ["RANK"]), int(os.environ["TORCHELASTIC_RESTART_COUNT"])
     old_factory = logging.getLogRecordFactory()
@@ -88,6 +99,8 @@ def main() -> None:
     callbacks = []
     if attempt == 0 and options.kill_rank == rank:
         callbacks.append(KillAfterStep(options.kill_after_step))
+    if options.raise_rank == rank:
+        callbacks.append(RaiseAfterStep(options.raise_after_step))
     trainer = build_trainer(options.output_dir, callbacks)
     result = trainer.train()
     if rank == 0:
@@ -97,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command(main))

@@ -233,3 +233,16 @@ def test_a_job_that_loses_a_worker_is_restarted_and_ends_like_an_uninterrupted_o
     assert final.keys() == expected.keys()
     for name in expected:
         assert torch.equal(final[name], expected[name]), name
+
+
+@pytest.mark.distributed
+def test_a_worker_that_keeps_failing_fails_the_job_with_its_rank_and_traceback(tmp_path):
+    failed = torchrun(tmp_path, "failing", "--raise-rank", "1", "--raise-after-step", "3")
+    report = f"exit {failed.returncode}\nstdout:\n{failed.stdout[-3000:]}\nstderr:\n{failed.stderr[-6000:]}"
+    assert failed.returncode != 0, report
+    # the restart resumed from checkpoint-2, failed again at update 3; torchrun's summary of the failure:
+    assert f"resuming from {tmp_path / 'failing' / 'checkpoint-2'} at step 2" in failed.stderr, report
+    root_cause = failed.stderr.split("Root Cause")[-1]
+    assert "rank      : 1 (local_rank: 1)" in root_cause, report
+    assert "RuntimeError: rank 1 failed on purpose after update 3" in root_cause, report
+    assert "in on_step_end" in root_cause, report  # the traceback, from the error file the worker wrote
