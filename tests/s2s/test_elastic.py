@@ -2,7 +2,8 @@
 
 In one process, the attempt is set through torchrun's variables (TORCHELASTIC_RESTART_COUNT, ...):
 
-- a restart with no checkpoint yet trains from scratch, and says so;
+- a restart with no checkpoint of the job yet trains from scratch, and says so; one of a job that never
+  started training (its first attempt was refused another run's checkpoints) is refused again;
 - a restart skips a torn newest checkpoint (named in the log) for the previous complete one, and ends
   like the uninterrupted run;
 - the first attempt keeps Hugging Face's behaviour (no resume unless asked; a folder with checkpoints is
@@ -12,7 +13,8 @@ In one process, the attempt is set through torchrun's variables (TORCHELASTIC_RE
 
 And end to end: 2 processes (gloo) under ``python -m torch.distributed.run --max-restarts 1``, one of them
 SIGKILLed after update 5 on the first attempt; torchrun restarts both, the job exits 0 and its final
-parameters equal those of an uninterrupted 2-process run bit for bit.
+parameters equal those of an uninterrupted 2-process run bit for bit. A worker that raises on every attempt
+fails the job, and torchrun's summary names its rank, the exception and the traceback.
 """
 
 from __future__ import annotations
