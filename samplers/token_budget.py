@@ -97,12 +97,22 @@ class TokenBudgetBatchSampler(ResumableSampler):
         return padded_size(len(self.batch_sizes), self.num_replicas) // self.num_replicas
 
     def _batch_sizes(self, costs_descending: np.ndarray) -> list[int]:
-        return greedy_batch_sizes(
-            costs_descending,
-            self.max_tokens,
-            max_sentences=self.max_sentences,
-            required_batch_size_multiple=self.required_batch_size_multiple,
-        )
+        """Greedy sizes over descending costs: a batch's first example is its costliest, so its size is
+        ``max_tokens // that cost`` (capped), and the loop runs once per batch, not once per example."""
+        sizes: list[int] = []
+        start, total = 0, len(costs_descending)
+        multiple = self.required_batch_size_multiple
+        while start < total:
+            cost = int(costs_descending[start])
+            size = self.max_tokens // cost if cost else total
+            if self.max_sentences is not None:
+                size = min(size, self.max_sentences)
+            if size < total - start and size > multiple:
+                size -= size % multiple  # e.g. 8-aligned batches for tensor cores; the last takes the rest
+            size = min(size, total - start)
+            sizes.append(size)
+            start += size
+        return sizes
 
     def _epoch_order(self, generator: torch.Generator) -> list[list[int]]:
         candidates = self.kept[randperm(len(self.kept), generator)] if self.shuffle else self.kept
@@ -128,30 +138,3 @@ class TokenBudgetBatchSampler(ResumableSampler):
             f"{self._describe(int(too_long[0]))} is longer than max_tokens={self.max_tokens}{more}; "
             f"raise max_tokens, truncate or filter long examples, or pass skip_too_long=True"
         )
-
-
-def greedy_batch_sizes(
-    costs_descending: np.ndarray,
-    max_tokens: int,
-    *,
-    max_sentences: int | None = None,
-    required_batch_size_multiple: int = 1,
-) -> list[int]:
-    """Greedy sizes over descending costs: a batch's first example is its costliest, so its size is
-    ``max_tokens // that cost`` (capped by ``max_sentences``), and the loop runs once per batch, not once per
-    example. A size the budget limits is rounded down to a multiple of ``required_batch_size_multiple`` (e.g.
-    8-aligned batches for tensor cores); the last batch takes the rest."""
-    sizes: list[int] = []
-    start, total = 0, len(costs_descending)
-    multiple = required_batch_size_multiple
-    while start < total:
-        cost = int(costs_descending[start])
-        size = max_tokens // cost if cost else total
-        if max_sentences is not None:
-            size = min(size, max_sentences)
-        if size < total - start and size > multiple:
-            size -= size % multiple
-        size = min(size, total - start)
-        sizes.append(size)
-        start += size
-    return sizes

@@ -63,13 +63,14 @@ class StreamingTokenBatches(IterableDataset):
             position; otherwise it reads the current shard again and skips the examples consumed.
         tokenize: ``tokenize(example) -> dict`` of token id lists (None: the examples are already tokenized).
         batch_tokenize: instead of ``tokenize``, ``batch_tokenize(examples) -> list of dicts`` called once per
-            buffer: a tokenizer's batch call (a Rust tokenizer encodes a list on several threads) is many times
-            faster than one call per example, and a resume waits for one buffer's tokenization.
+            buffer: a tokenizer's batch call costs less per example (the project's sentencepiece tokenizer:
+            about a third), and a resume waits for one buffer's tokenization.
         max_tokens: the padded-token budget of a batch: ``batch size x max over the batch of max(source,
             target length)``, the larger of its two padded tensors.
-        window_size: examples sorted by length together; larger windows pad less.
-        buffer_size: examples shuffled together (a multiple of ``window_size`` fills whole windows); memory
-            holds one buffer, and a resume reads and tokenizes at most one buffer again.
+        window_size: examples sorted by length together. Larger windows pad less, the more so the larger
+            the batches: efficiency follows the number of batches a window makes (see bench/README.md).
+        buffer_size: examples shuffled together, at least ``window_size`` (a multiple fills whole windows);
+            memory holds one buffer, and a resume reads and tokenizes at most one buffer again.
         source_key / target_key: the features whose lengths make an example's cost (no ``target_key`` in
             an example counts as an empty target).
         skip_too_long: an example costlier than ``max_tokens`` raises a ``ValueError`` naming its file and
@@ -90,7 +91,7 @@ class StreamingTokenBatches(IterableDataset):
         tokenize: Callable[[Any], dict[str, Any]] | None = None,
         batch_tokenize: Callable[[list[Any]], Sequence[dict[str, Any]]] | None = None,
         max_tokens: int,
-        window_size: int = 10_000,
+        window_size: int = 50_000,
         buffer_size: int = 50_000,
         seed: int = 0,
         num_replicas: int = 1,

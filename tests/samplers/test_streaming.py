@@ -6,10 +6,12 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
 from samplers.streaming import ShardLines, StreamingTokenBatches, jsonl_pair, parallel_text, tsv_pair
+from samplers.streaming.buffer_batches import hilbert_index, sizes_in_order
 
 NUM_SHARDS, PER_SHARD = 5, 170
 
@@ -297,3 +299,25 @@ def test_batch_tokenize_gives_the_batches_of_per_example_tokenize(tmp_path):
         StreamingTokenBatches(
             paths, read_shard=reader, tokenize=tokenize, batch_tokenize=batch_tokenize, **settings
         )
+
+
+def test_the_hilbert_index_visits_every_cell_once_stepping_to_a_neighbour():
+    side = 16
+    x, y = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    x, y = x.ravel(), y.ravel()
+    index = hilbert_index(x, y, 4)
+    assert sorted(index.tolist()) == list(range(side * side))
+    path = np.argsort(index)
+    steps = np.abs(np.diff(x[path])) + np.abs(np.diff(y[path]))
+    assert (steps == 1).all()
+
+
+def test_sizes_in_order_respect_the_budget_the_sentence_cap_and_the_multiple():
+    costs = np.array([3, 5, 2, 2, 2, 2, 2, 2, 2, 9, 1, 1])
+    assert sizes_in_order(costs, 10) == [2, 5, 2, 1, 2]
+    assert sizes_in_order(costs, 10, max_sentences=3) == [2, 3, 3, 1, 1, 2]
+    assert sizes_in_order(costs, 10, required_batch_size_multiple=2) == [2, 4, 2, 1, 1, 2]
+    for sizes in (sizes_in_order(costs, 10), sizes_in_order(costs, 10, required_batch_size_multiple=2)):
+        starts = np.cumsum([0] + sizes[:-1])
+        assert all(n * costs[s : s + n].max() <= 10 for s, n in zip(starts, sizes, strict=True))
+        assert sum(sizes) == len(costs)
