@@ -61,14 +61,18 @@ class Checkpointer:
         return str(getattr(self.args.save_strategy, "value", self.args.save_strategy)) != "no"
 
     # ------------------------------------------------------------------------------------------ before training
-    def starting_point(self, resume_from_checkpoint: str | Path | bool | None) -> Path | None:
+    def starting_point(
+        self, resume_from_checkpoint: str | Path | bool | None, *, search_trial: bool = False
+    ) -> Path | None:
         """Where a ``train()`` call starts: the checkpoint to resume from (``resume_from_checkpoint``, by
         default ``args.resume_from_checkpoint``; see ``resume_path``), or None for a fresh run, once
         ``check_output_dir`` has made sure it will not mix its checkpoints with another run's.
 
         When torchrun has restarted the job after a worker failed, a call given no checkpoint continues from
         the job's newest complete one instead (``s2s.elastic``), once an attempt of the job has started
-        training there; output_dir is then not checked again, since its checkpoints are the job's own."""
+        training there; output_dir is then not checked again, since its checkpoints are the job's own. Not for
+        a hyperparameter-search trial (``search_trial``): its hyperparameters are drawn again on the restart
+        and may not be those its checkpoints were trained with."""
         if resume_from_checkpoint is None:
             resume_from_checkpoint = self.args.resume_from_checkpoint
         launch = elastic.agreed_launch()
@@ -77,7 +81,7 @@ class Checkpointer:
                 resume = self.resume_path(resume_from_checkpoint)
                 elastic.log_given_checkpoint(launch, resume)
                 return resume
-            restart = elastic.restart_point(self.args.output_dir, launch)
+            restart = elastic.restart_point(self.args.output_dir, launch, search_trial=search_trial)
             if restart.trained_here:
                 return restart.checkpoint
         resume = self.resume_path(resume_from_checkpoint)

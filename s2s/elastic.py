@@ -209,13 +209,23 @@ class RestartPoint(NamedTuple):
     checkpoint: Path | None  # where to continue (None: from scratch)
 
 
-def restart_point(output_dir: str | Path, launch: ElasticLaunch) -> RestartPoint:
+def restart_point(
+    output_dir: str | Path, launch: ElasticLaunch, *, search_trial: bool = False
+) -> RestartPoint:
     """Where a restarted ``train()`` call without a given checkpoint continues (a collective): process 0
     picks the newest complete checkpoint of this job (``newest_own_checkpoint``), logs the decision, and
-    every process takes its choice."""
+    every process takes its choice. A hyperparameter-search trial starts as on the first attempt: the search
+    draws its hyperparameters again, and they may not be those of the checkpoints in its folder."""
     choice: tuple[bool, str | None] = (False, None)
     if distributed.get_rank() == 0:
-        if not trained_here(output_dir, launch):
+        if search_trial:
+            logger.warning(
+                "%s: a hyperparameter-search trial in %s starts as on the first attempt (its hyperparameters "
+                "are drawn again and may differ from those of its checkpoints)",
+                launch.describe(),
+                output_dir,
+            )
+        elif not trained_here(output_dir, launch):
             logger.warning(
                 "%s: no attempt of this job started training in %s; starting as the first attempt would",
                 launch.describe(),

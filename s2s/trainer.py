@@ -335,7 +335,7 @@ class Trainer:
         worker died and none is given, the job's newest complete checkpoint (see ``s2s.elastic``)."""
         if kwargs:
             raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}")
-        resume = self.checkpointer.starting_point(resume_from_checkpoint)
+        resume = self.checkpointer.starting_point(resume_from_checkpoint, search_trial=trial is not None)
         self.is_in_train = True
         if self.model_init is not None:
             set_seed(self.args.seed, full_determinism=self.args.full_determinism)

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -201,6 +202,18 @@ def test_each_attempt_keeps_its_process_group_keys_apart_in_torchruns_store(monk
     assert not restarted.check(["default_pg/0//cpu/rank_1"])  # the restart waits for the new process's key
     attempt(monkeypatch, 0, max_restarts=0)
     assert distributed.restart_safe_store(timeout) is None  # no restart to come: the default set-up
+
+
+def test_a_restarted_search_trial_starts_as_on_the_first_attempt(tmp_path, monkeypatch, caplog):
+    attempt(monkeypatch, 0)
+    first, _ = make_trainer(tmp_path, "random", callbacks=[StopAt(3)])
+    first.train(trial=SimpleNamespace(number=0))
+    attempt(monkeypatch, 1)
+    restarted, _ = make_trainer(tmp_path, "random", overwrite_output_dir=True)
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        restarted.train(trial=SimpleNamespace(number=0))  # its hyperparameters may have been drawn anew
+    assert restarted.checkpointer.resumed_step == 0
+    assert "a hyperparameter-search trial in" in messages(caplog)
 
 
 # ------------------------------------------------------------------------------------------- torchrun
