@@ -103,8 +103,9 @@ def agreed_launch() -> ElasticLaunch | None:
 def job_identity(environ: Mapping[str, str]) -> str:
     """What tells this job from other jobs in the same output_dir, in every attempt: torchrun's run id (a
     random one with ``--standalone``, else ``--rdzv-id``, "none" unless given), and, when the agent's store
-    serves the whole job, the store's address (a port the system picked when the job started). A job with a
-    shared store, ``--standalone`` or its own ``--rdzv-id`` is told apart from every other."""
+    serves the whole job, the store's address (under the c10d rendezvous a port the system picked when the
+    job started; with a fixed ``--master-port`` the same for every job). ``--standalone`` or a ``--rdzv-id``
+    of its own tells a job apart in every set-up."""
     job = environ.get(RUN_ID_VAR, "")
     if environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         job += f"@{environ.get('MASTER_ADDR', '')}:{environ.get('MASTER_PORT', '')}"
