@@ -83,6 +83,11 @@ class Family:
         """Hugging Face tensors that are fixed functions of the config (our buffers): HF name -> our buffer."""
         return {}
 
+    def unused(self, config: TransformerConfig) -> set[str]:
+        """Tensors that checkpoints of this family may hold and that its code never reads (transformers drops
+        them on load too)."""
+        return set()
+
     def _get(self, hf: dict[str, Any], key: str) -> Any:
         return hf.get(key, self.defaults.get(key))
 
@@ -251,6 +256,16 @@ class BartLike(Family):
         if config.tie_word_embeddings:
             copies.append("lm_head.weight")
         return {"model.shared.weight": copies}
+
+    def unused(self, config: TransformerConfig) -> set[str]:
+        if not config.positions_from_padding:
+            return set()
+        # M2M100 recomputes its sinusoidal table; files converted from fairseq may still hold a copy
+        return {
+            f"model.{stack}.embed_positions.{name}"
+            for stack in ("encoder", "decoder")
+            for name in ("weights", "_float_tensor")
+        }
 
     def derived(self, config: TransformerConfig) -> dict[str, str]:
         if config.position_embedding != "sinusoidal_marian":
@@ -511,6 +526,10 @@ class T5(Family):
             (f"{ours}.norm{ffn_layer + 1}.weight", [f"{theirs}.layer.{ffn_layer}.layer_norm.weight"]),
         ]
         return pairs
+
+    def unused(self, config: TransformerConfig) -> set[str]:
+        # the original T5 checkpoints carry a relative bias for the first cross-attention, which T5 never uses
+        return {"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"}
 
     def aliases(self, config: TransformerConfig) -> dict[str, list[str]]:
         copies = ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"]

@@ -96,6 +96,10 @@ def _our_state(
     used: set[str] = set()
     for name, theirs in family.weight_names(config):
         parts = [fetch(hf_name) for hf_name in theirs]
+        if name == "final_logits_bias" and parts[0] is None:
+            parts = [
+                torch.zeros(1, config.vocab_size)
+            ]  # some Marian files leave it out; transformers uses zeros
         if any(part is None for part in parts):
             missing += [hf_name for hf_name, part in zip(theirs, parts) if part is None]
             continue
@@ -106,7 +110,7 @@ def _our_state(
             f"the weights of {origin} lack tensors {missing[:6]} that a {family.name} model with this config has; "
             "the config and the weights come from different models"
         )
-    known = used | set(canonical_of) | set(copies) | set(family.derived(config))
+    known = used | set(canonical_of) | set(copies) | set(family.derived(config)) | family.unused(config)
     unexpected = sorted(set(state) - known)
     if unexpected:
         raise UnsupportedModelError(

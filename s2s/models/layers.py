@@ -92,6 +92,9 @@ def decode_attention(
     `mask` is bool (True where allowed) or an additive float bias; `scale` replaces 1/sqrt(head size)."""
     with torch.autocast(q.device.type, enabled=False):
         q = q.to(k.dtype)
+        if scale is not None and (mask is None or mask.dtype == torch.bool):
+            # the kernel's fixed 1/sqrt(Dh) folded into the queries: T5's unscaled cross-attention takes it too
+            q, scale = q * (scale * q.size(-1) ** 0.5), None
         if q.device.type != "cpu":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         fused = decode_kernel.kernel() if decode_kernel.supports(q, k, v, mask, scale) else None

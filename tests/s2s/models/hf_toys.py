@@ -41,7 +41,7 @@ def hf_config(family: str):
     if family == "bart":
         return transformers.BartConfig(**_BART_SIZES, scale_embedding=True)
     if family == "mbart":
-        return transformers.MBartConfig(**_BART_SIZES, decoder_start_token_id=2, forced_bos_token_id=7)
+        return transformers.MBartConfig(**_BART_SIZES, decoder_start_token_id=2)
     if family == "marian":
         return transformers.MarianConfig(
             **_BART_SIZES,
@@ -67,6 +67,8 @@ def hf_model(family: str, seed: int = 0):
 
     torch.manual_seed(seed)
     model = transformers.AutoModelForSeq2SeqLM.from_config(hf_config(family)).eval()
+    if family == "mbart":
+        model.generation_config.forced_bos_token_id = 7  # the target-language tag of mBART-50
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             # Marian's sinusoidal table is a frozen parameter: kept exact. T5 draws its projections at their

@@ -260,3 +260,17 @@ def test_weights_of_another_model_are_refused(bart_folder):
     save_file(state, folder / "model.safetensors")
     with pytest.raises(ValueError, match=r"lack tensors \['model.encoder.layers.1.fc1.bias'\]"):
         from_transformers(folder)
+
+
+def test_tensors_the_family_never_reads_are_skipped_and_a_missing_logits_bias_is_zero(tmp_path, bart_folder):
+    t5 = native_model("t5_v1_1")
+    to_transformers(t5, tmp_path / "t5")
+    state = load_file(tmp_path / "t5" / "model.safetensors")
+    state["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = torch.zeros(8, 3)
+    save_file(state, tmp_path / "t5" / "model.safetensors")
+    assert torch.equal(logits(from_transformers(tmp_path / "t5"), 0, 0), logits(t5, 0, 0))
+    folder, _ = bart_folder
+    state = load_file(folder / "model.safetensors")
+    del state["final_logits_bias"]
+    save_file(state, folder / "model.safetensors")
+    assert not from_transformers(folder).final_logits_bias.any()
