@@ -121,6 +121,7 @@ class StreamingTokenBatches(IterableDataset):
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.shards = list(shards)
+        self._shards_digest = _digest(self.shards)  # state_dict() runs once per batch: hash the names once
         if len(self.shards) < num_replicas:
             raise ValueError(
                 f"{len(self.shards)} shard(s) for {num_replicas} processes: every process reads whole shards, so "
@@ -299,7 +300,7 @@ class StreamingTokenBatches(IterableDataset):
             "num_replicas": self.num_replicas,
             "rank": self.rank,
             "num_shards": len(self.shards),
-            "shards_digest": _digest(self.shards),
+            "shards_digest": self._shards_digest,
             "buffer_size": self.buffer_size,
             "window_size": self.window_size,
             "max_tokens": self.max_tokens,
