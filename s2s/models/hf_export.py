@@ -73,4 +73,8 @@ def hf_state_dict(model: TransformerForConditionalGeneration, family: Family) ->
         theirs.update(zip(hf_names, parts))
     for hf_name, buffer in family.derived(model.config).items():
         theirs[hf_name] = buffers[buffer]
+    for name, copies in family.aliases(model.config).items():
+        # with an untied output layer, transformers no longer ties BART's encoder and decoder tables to the
+        # shared one: each must be in the file (safetensors stores every copy once more)
+        theirs.update({copy: theirs[name].clone() for copy in copies if copy != "lm_head.weight"})
     return theirs

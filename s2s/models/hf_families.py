@@ -196,8 +196,6 @@ class BartLike(Family):
             )
         if not config.share_embeddings and self.name != "marian":
             found.append(f"share_embeddings=False ({self.name} shares one table between encoder and decoder)")
-        if not config.tie_word_embeddings:
-            found.append(f"tie_word_embeddings=False (exported only tied for {self.name})")
         return found
 
     def weight_names(self, config: TransformerConfig) -> list[tuple[str, list[str]]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 VOCAB = 60
-FAMILIES = ("bart", "mbart", "marian", "m2m_100", "t5", "t5_v1_1")
+FAMILIES = ("bart", "bart_untied", "mbart", "marian", "m2m_100", "t5", "t5_v1_1")
 _BART_SIZES = dict(
     vocab_size=VOCAB,
     d_model=32,
@@ -40,6 +40,8 @@ def hf_config(family: str):
 
     if family == "bart":
         return transformers.BartConfig(**_BART_SIZES, scale_embedding=True)
+    if family == "bart_untied":  # a separate output layer: transformers then keeps three embedding tables
+        return transformers.BartConfig(**_BART_SIZES, tie_word_embeddings=False)
     if family == "mbart":
         return transformers.MBartConfig(**_BART_SIZES, decoder_start_token_id=2)
     if family == "marian":
