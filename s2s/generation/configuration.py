@@ -64,6 +64,9 @@ class GenerationConfig:
     """Token forced as the first generated token (e.g. a target-language tag)."""
     forced_eos_token_id: int | None = None
     """Token forced as the last token when the length limit is reached."""
+    renormalize_logits: bool = False
+    """Beam search: normalise the log-probabilities again after the processors (banned words, forced tokens,
+    min length) changed them, so every step's scores sum to one. Marian checkpoints decode this way."""
     do_sample: bool = False
     """Sample from the (processed) distribution instead of taking the best token. Needs `num_beams == 1`."""
     temperature: float = 1.0
@@ -136,7 +139,7 @@ class GenerationConfig:
         ):
             _check_int(getattr(self, name), name, minimum=0, optional=True)
         self._validate_eos()
-        for name in ("do_sample", "return_dict_in_generate", "output_scores"):
+        for name in ("do_sample", "return_dict_in_generate", "output_scores", "renormalize_logits"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _check_float(self.temperature, "temperature")

@@ -240,6 +240,8 @@ def beam_search(
         log_probs = fp32.log_softmax(model.decode_step(tokens, cache))
         ctx = StepContext(input_ids=seqs[:, :length], step=step, max_new_tokens=row_limits)
         log_probs = apply_processors(processors, log_probs, ctx)
+        if config.renormalize_logits:
+            log_probs = log_probs.log_softmax(dim=-1)
         cand_scores, cand_tokens, cand_beams = beam_step(log_probs, running, num_candidates=num_candidates)
         cand_rows = cand_beams + row_offsets
         is_eos = torch.isin(cand_tokens, eos)

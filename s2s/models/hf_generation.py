@@ -84,7 +84,6 @@ INACTIVE_VALUES: dict[str, Any] = {
     "top_h": None,
     "encoder_repetition_penalty": 1.0,
     "encoder_no_repeat_ngram_size": 0,
-    "renormalize_logits": False,
     "remove_invalid_values": False,
     "exponential_decay_length_penalty": None,
     "suppress_tokens": None,

@@ -117,12 +117,10 @@ def test_legacy_generation_keys_in_config_json_are_read(tmp_path):
 
 def test_a_generation_setting_without_equivalent_is_refused_by_name(tmp_path):
     saved_hf_model("bart", tmp_path)
-    (tmp_path / "generation_config.json").write_text(json.dumps({"renormalize_logits": True}))
-    with pytest.raises(ValueError, match=r"generation_config.json.*renormalize_logits=True.*s2s.generation"):
+    (tmp_path / "generation_config.json").write_text(json.dumps({"num_beam_groups": 2}))
+    with pytest.raises(ValueError, match=r"generation_config.json.*num_beam_groups=2.*s2s.generation"):
         from_transformers(tmp_path)
-    (tmp_path / "generation_config.json").write_text(
-        json.dumps({"renormalize_logits": False, "use_cache": True})
-    )
+    (tmp_path / "generation_config.json").write_text(json.dumps({"num_beam_groups": 1, "use_cache": True}))
     from_transformers(tmp_path)  # the inactive value and a switch of transformers' own are fine
 
 
@@ -142,3 +140,28 @@ def test_hf_model_with_dropout_trains_through_our_dropout_options(tmp_path):
     assert config.dropout_after_final_norm
     m2m = from_transformers(hf_model("m2m_100"))
     assert (m2m.config.encoder_layerdrop, m2m.config.decoder_layerdrop) == (0.1, 0.1)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_marian_decoding_settings_ban_pad_and_renormalise_as_transformers_does(tmp_path, num_beams):
+    """opus-mt folders ban the pad token and renormalise the beam scores after banning it."""
+    hf = hf_model("marian")
+    pad = hf.config.pad_token_id
+    hf.generation_config.update(
+        bad_words_ids=[[pad]], renormalize_logits=True, num_beams=num_beams, max_length=12
+    )
+    hf.save_pretrained(tmp_path)
+    ours = from_transformers(tmp_path)
+    assert (ours.generation_config.bad_words_ids, ours.generation_config.renormalize_logits) == (
+        [[pad]],
+        True,
+    )
+    ids, mask = padded_batch(pad, seed=3)
+    with torch.no_grad():
+        theirs = hf.generate(
+            input_ids=ids, attention_mask=mask, output_scores=True, return_dict_in_generate=True
+        )
+        mine = ours.generate(ids, mask, output_scores=True, return_dict_in_generate=True)
+    assert mine.sequences.tolist() == theirs.sequences.tolist()
+    if num_beams > 1:
+        torch.testing.assert_close(mine.sequences_scores, theirs.sequences_scores, atol=1e-5, rtol=1e-5)
