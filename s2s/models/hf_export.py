@@ -40,6 +40,8 @@ def to_transformers(
         "is_encoder_decoder": True,
         **family.config_to_hf(config),
     }
+    if tokenizer is not None:  # tools that convert the folder (CTranslate2) read it from here
+        hf_config["tokenizer_class"] = type(tokenizer).__name__
     generation = generation_config_to_hf(model.generation_config)
     write_weights(directory, hf_state_dict(model, family))
     write_json(directory / CONFIG_FILE, hf_config)

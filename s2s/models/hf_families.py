@@ -177,7 +177,7 @@ class BartLike(Family):
             bos_token_id=config.bos_token_id,
             num_hidden_layers=config.encoder_layers,
         )
-        if self.name == "bart":
+        if self.name in ("bart", "mbart"):
             # keys of BART's first configs, which transformers no longer reads but CTranslate2's converter does
             hf.update(normalize_before=config.pre_norm, normalize_embedding=config.layernorm_embedding)
         if self.name == "marian":
