@@ -28,11 +28,7 @@ ACTIVATIONS_TO_HF = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new", "s
 
 # config.json keys that change the math of every family and that no option of ours reproduces, with the only
 # value accepted (Hugging Face's own default).
-UNSUPPORTED_VALUES: dict[str, Any] = {
-    "is_decoder": False,
-    "add_cross_attention": False,
-    "chunk_size_feed_forward": 0,
-}
+UNSUPPORTED_VALUES: dict[str, Any] = {"is_decoder": False, "add_cross_attention": False}
 
 
 class UnsupportedModelError(ValueError):

@@ -165,3 +165,22 @@ def test_marian_decoding_settings_ban_pad_and_renormalise_as_transformers_does(t
     assert mine.sequences.tolist() == theirs.sequences.tolist()
     if num_beams > 1:
         torch.testing.assert_close(mine.sequences_scores, theirs.sequences_scores, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["marian", "t5_v1_1"])
+def test_an_imported_model_saves_and_loads_in_the_toolkit_format(imported, tmp_path, family):
+    """Checkpoints of a fine-tuned import are the toolkit's own: every option and tensor survives them."""
+    from s2s.models import TransformerForConditionalGeneration
+
+    hf, ours = imported[family]
+    ours.save_pretrained(tmp_path)
+    loaded = TransformerForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.config == ours.config
+    assert loaded.generation_config.to_dict() == ours.generation_config.to_dict()
+    ids, mask = padded_batch(hf.config.pad_token_id)
+    decoder_ids = torch.tensor([[hf.config.decoder_start_token_id, 5, 6]] * 3)
+    with torch.no_grad():
+        assert torch.equal(
+            loaded(ids, mask, decoder_input_ids=decoder_ids).logits,
+            ours(ids, mask, decoder_input_ids=decoder_ids).logits,
+        )
