@@ -275,12 +275,9 @@ _BART_LIKE_FIXED = dict(
     normalization="layernorm",
     layer_norm_eps=1e-5,
     bias=True,
-    attention_head_dim=None,
     scale_attention_scores=True,
     scale_decoder_output=False,
     dropout_after_final_norm=False,
-    relative_attention_num_buckets=32,
-    relative_attention_max_distance=128,
 )
 _BART_DEFAULTS = {
     "vocab_size": 50265,

@@ -19,8 +19,10 @@ from s2s.models import (
 )
 from tests.s2s.models.hf_toys import FAMILIES, VOCAB, hf_model, padded_batch
 
-# The options of each family, set on a natively built model (no transformers needed to export it).
+# The options of each family, set on a natively built model (no transformers needed to export it). The
+# toolkit's default model becomes an M2M100 with positions numbered from the padding.
 NATIVE = {
+    "m2m_100": dict(positions_from_padding=True),
     "bart": dict(
         pre_norm=False,
         layernorm_embedding=True,
@@ -98,6 +100,20 @@ def test_native_model_round_trips_through_a_hf_folder(tmp_path, family):
         logits(model, config.pad_token_id, config.decoder_start_token_id),
     )
     assert back.generation_config.to_dict() == model.generation_config.to_dict()
+
+
+@pytest.mark.parametrize("family", sorted(NATIVE))
+def test_native_model_exports_to_a_folder_transformers_loads(tmp_path, family):
+    transformers = pytest.importorskip("transformers")
+    model = native_model(family)
+    to_transformers(model, tmp_path)
+    reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    pad, start = model.config.pad_token_id, model.config.decoder_start_token_id
+    ids, mask = padded_batch(pad)
+    decoder_ids = torch.tensor([[start, 7, 9, 11]] * 3)
+    with torch.no_grad():
+        theirs = reloaded(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+    torch.testing.assert_close(theirs, logits(model, pad, start), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
