@@ -73,9 +73,9 @@ def _train_tokenizer(model_args: ModelArguments, train: datasets.Dataset, *, see
     from s2s.tokenization import train_joint_tokenizer
 
     logger.info(
-        "training a %s tokenizer (vocab %d) on %s",
-        model_args.tokenizer_backend
-        + (f" {model_args.tokenizer_model_type}" if model_args.tokenizer_backend == "sentencepiece" else ""),
+        "training a %s tokenizer (%s, vocab %d) on %s",
+        model_args.tokenizer_backend,
+        model_args.tokenizer_model_type if model_args.tokenizer_backend == "sentencepiece" else "bpe",
         model_args.vocab_size,
         f"{len(train)} pairs"
         if model_args.tokenizer_max_sentences is None or model_args.tokenizer_max_sentences // 2 >= len(train)
