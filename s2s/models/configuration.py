@@ -93,6 +93,9 @@ class TransformerConfig:
     """Relative positions: distances from this on share the last bucket."""
     scale_embedding: bool = True
     """Multiply token embeddings by sqrt(d_model)."""
+    freeze_padding_embedding: bool = True
+    """The padding token's embedding row starts at zero and gets no gradient. T5 trains it (its decoder
+    starts every target with the padding token)."""
     final_logits_bias: bool = False
     """A fixed (not trained) bias added to the logits, kept in the weights file (BART, mBART, Marian)."""
     scale_decoder_output: bool = False

@@ -271,6 +271,7 @@ class BartLike(Family):
 
 
 _BART_LIKE_FIXED = dict(
+    freeze_padding_embedding=True,
     decoder_start_from_labels=False,
     normalization="layernorm",
     layer_norm_eps=1e-5,
@@ -548,6 +549,7 @@ T5_FAMILY = T5(
         dropout_after_final_norm=True,
         decoder_start_from_labels=False,
         encoder_layerdrop=0.0,
+        freeze_padding_embedding=False,
         decoder_layerdrop=0.0,
     ),
     defaults={

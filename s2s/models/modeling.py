@@ -150,7 +150,8 @@ class TransformerForConditionalGeneration(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        d, vocab, pad = config.d_model, config.vocab_size, config.pad_token_id
+        d, vocab = config.d_model, config.vocab_size
+        pad = config.pad_token_id if config.freeze_padding_embedding else None
         self.embed_tokens = nn.Embedding(vocab, d, padding_idx=pad)
         self.decoder_embed_tokens = (
             None if config.share_embeddings else nn.Embedding(vocab, d, padding_idx=pad)

@@ -48,6 +48,7 @@ NATIVE = {
         activation="gated-gelu_tanh",
         tie_word_embeddings=False,
         dropout_after_final_norm=True,
+        freeze_padding_embedding=False,
         layer_norm_eps=1e-6,
         pad_token_id=0,
         bos_token_id=0,

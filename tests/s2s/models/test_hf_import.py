@@ -184,3 +184,27 @@ def test_an_imported_model_saves_and_loads_in_the_toolkit_format(imported, tmp_p
             loaded(ids, mask, decoder_input_ids=decoder_ids).logits,
             ours(ids, mask, decoder_input_ids=decoder_ids).logits,
         )
+
+
+@pytest.mark.parametrize("family", ["bart", "marian", "t5"])
+def test_fine_tuning_an_import_follows_transformers_step_by_step(family):
+    """Same losses over Adam updates: every trained tensor, the frozen ones (BART's and Marian's padding row,
+    Marian's positions) and T5's trained padding row (its decoder start) included."""
+    hf = hf_model(family).train()
+    ours = from_transformers(hf).train()
+    ids, mask = padded_batch(hf.config.pad_token_id)
+    labels = labels_batch()
+    theirs_optimizer = torch.optim.Adam([p for p in hf.parameters() if p.requires_grad], lr=3e-3)
+    ours_optimizer = torch.optim.Adam(ours.parameters(), lr=3e-3)
+    for _ in range(8):
+        for model, optimizer, loss_of in (
+            (hf, theirs_optimizer, lambda: hf(input_ids=ids, attention_mask=mask, labels=labels).loss),
+            (ours, ours_optimizer, lambda: ours(ids, mask, labels=labels).loss),
+        ):
+            optimizer.zero_grad()
+            loss = loss_of()
+            loss.backward()
+            optimizer.step()
+            if model is hf:
+                theirs = loss.item()
+        assert loss.item() == pytest.approx(theirs, rel=1e-5)

@@ -200,3 +200,28 @@ def test_options_default_to_the_toolkit_model_and_old_configs_load(tmp_path):
         TransformerConfig(vocab_size=24, d_model=16, num_heads=2, position_offset=2)
     with pytest.raises(ValueError, match="activation must be one of"):
         TransformerConfig(vocab_size=24, d_model=16, num_heads=2, activation="gated-tanh")
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_the_options_train_and_gradient_checkpointing_gives_the_same_gradients(name):
+    model = model_with(name)
+    ids, mask = sources()
+    labels = torch.randint(4, 24, (3, 5), generator=torch.Generator().manual_seed(2))
+    model.train()
+    loss = model(ids, mask, labels=labels).loss
+    loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert any("relative_bias" in n or "positions.learned" in n for n in plain)  # positions are trained
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(ids, mask, labels=labels).loss.backward()
+    for n, p in model.named_parameters():
+        if n in plain:
+            torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(15):
+        optimizer.zero_grad()
+        step_loss = model(ids, mask, labels=labels).loss
+        step_loss.backward()
+        optimizer.step()
+    assert step_loss.item() < 0.9 * loss.item()
