@@ -10,7 +10,8 @@ that reuses the cache repeats the same warnings.
 
 The file appears under its final name only once complete (written under a name unique to the process, then
 renamed), so a run stopped mid-way, or several processes filling the same cache, never leave a partial file
-that a later run would take for the whole corpus.
+that a later run would take for the whole corpus. The cache of an earlier version of the same files, read the
+same way, is removed once the new one is complete (`remove_stale`), so editing a corpus does not pile up copies.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,40 @@ CACHE_LAYOUT = 1
 DATA_FILE, REPORT_FILE = "data.arrow", "report.json"
 
 
-def cache_folder(files: list[Path], options: dict[str, Any], cache_dir: str | Path | None) -> Path:
-    """The folder of the cache for `files` read with `options` (JSON-serialisable)."""
-    inputs = []
-    for path in files:
-        stat = path.stat()
-        inputs.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    key = json.dumps([CACHE_LAYOUT, inputs, options], sort_keys=True)
+def cache_folder(
+    files: list[Path], options: dict[str, Any], cache_dir: str | Path | None
+) -> tuple[Path, str]:
+    """The folder of the cache for `files` read with `options` (JSON-serialisable), and its lineage: the key of
+    the same paths and options whatever their content, shared by the caches of earlier versions of the files."""
+    paths = [str(path.resolve()) for path in files]
+    stats = [[path.stat().st_size, path.stat().st_mtime_ns] for path in files]
+    lineage = json.dumps([CACHE_LAYOUT, paths, options], sort_keys=True)
+    key = json.dumps([lineage, stats])
     root = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE)
-    return root / "s2s_text_pairs" / hashlib.sha256(key.encode()).hexdigest()[:24]
+    return root / "s2s_text_pairs" / _digest(key), _digest(lineage)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def remove_stale(folder: Path, lineage: str) -> list[Path]:
+    """Remove the caches of earlier versions of the same files read the same way (an edited corpus would
+    otherwise leave a copy of itself behind at every edit); returns the folders removed. A process that still
+    has one open keeps reading it: on Linux a removed file lives on while it is mapped."""
+    removed = []
+    for sibling in folder.parent.iterdir():
+        report = sibling / REPORT_FILE
+        if sibling == folder or not report.is_file():
+            continue
+        try:
+            same = json.loads(report.read_text()).get("lineage") == lineage
+        except (OSError, ValueError):
+            continue
+        if same:
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
 
 
 def open_cached(folder: Path) -> tuple[datasets.Dataset, dict[str, Any]] | None:

@@ -4,12 +4,13 @@ stream the pairs into a memory-mapped Arrow file that the next run over the same
 from __future__ import annotations
 
 import glob
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 
-from recipes.text_files.arrow_cache import PairWriter, cache_folder, open_cached
+from recipes.text_files.arrow_cache import PairWriter, cache_folder, open_cached, remove_stale
 from recipes.text_files.errors import DataFileError
 from recipes.text_files.formats import Format, detect_format, parallel_files
 from recipes.text_files.lines import BadLineHandler, check_file
@@ -29,6 +30,8 @@ READERS: dict[Format, Reader] = {
 by column instead (`saved.load_saved`)."""
 
 _GLOB_CHARACTERS = frozenset("*?[")
+
+logger = logging.getLogger("recipes.text_files")
 
 
 def load_text_pairs(
@@ -88,7 +91,7 @@ def load_text_pairs(
         "skip_bad_lines": skip_bad_lines,
     }
     inputs = list(dict.fromkeys(path for _, files in sources for path in files))
-    folder = cache_folder(inputs, options, cache_dir)
+    folder, lineage = cache_folder(inputs, options, cache_dir)
     cached = open_cached(folder)
     if cached is not None:
         dataset, report = cached
@@ -115,6 +118,7 @@ def load_text_pairs(
             "kept": kept,
             "files": {name: [report.kept, report.dropped_empty] for name, report in reports.items()},
             "skipped": skipped.to_json(),
+            "lineage": lineage,
         }
         if kept == 0:
             _log_reports(summary)
@@ -125,6 +129,8 @@ def load_text_pairs(
                 fix="check that the file is the right one and is not empty",
             )
         dataset = writer.commit(summary)
+    for stale in remove_stale(folder, lineage):
+        logger.info("removed the cache of an earlier version of %s: %s", origin, stale)
     _log_reports(summary)
     return dataset
 

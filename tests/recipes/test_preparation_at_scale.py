@@ -100,6 +100,20 @@ def test_the_second_load_opens_the_arrow_cache_without_reading(load, tmp_path, m
     assert counting.calls == 4
 
 
+def test_an_edited_corpus_replaces_its_cache_instead_of_piling_up(load, tmp_path):
+    paths = write_shards(tmp_path)
+    load(str(tmp_path / "train-*.jsonl.gz"))
+    load(str(tmp_path / "train-*.jsonl.gz"), max_samples=5)  # read another way: a cache of its own
+    caches = tmp_path / "cache" / "s2s_text_pairs"
+    before = {p.name for p in caches.iterdir()}
+    assert len(before) == 2
+    paths[1].write_bytes(gzip.compress(b'{"translation": {"de": "Neu.", "en": "New."}}\n'))
+    edited = load(str(tmp_path / "train-*.jsonl.gz"))
+    assert len(edited) == 801 and "Neu." in edited["source"]
+    after = {p.name for p in caches.iterdir()}
+    assert len(after) == 2 and len(after - before) == 1  # the full read's old cache went, max_samples' stayed
+
+
 def test_a_load_that_fails_leaves_no_cache_behind(load, tmp_path):
     write_shards(tmp_path, bad={(1, 3): "{broken"})
     with pytest.raises(DataFileError):
