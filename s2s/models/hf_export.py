@@ -71,8 +71,12 @@ def hf_state_dict(model: TransformerForConditionalGeneration, family: Family) ->
     buffers = dict(model.named_buffers())
     theirs: dict[str, torch.Tensor] = {}
     for name, hf_names in family.weight_names(model.config):
-        parts = ours[name].chunk(len(hf_names), dim=0)
-        theirs.update(zip(hf_names, parts))
+        if len(hf_names) == 1:
+            theirs[hf_names[0]] = ours[name]
+        else:  # copies, not views of one storage: a file format may refuse tensors that share memory
+            theirs.update(
+                (hf_name, part.clone()) for hf_name, part in zip(hf_names, ours[name].chunk(len(hf_names)))
+            )
     for hf_name, buffer in family.derived(model.config).items():
         theirs[hf_name] = buffers[buffer]
     for name, copies in family.aliases(model.config).items():

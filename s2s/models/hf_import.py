@@ -7,6 +7,7 @@ state dict and generation config.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,56 +27,85 @@ from s2s.models.hf_generation import generation_config_from_hf
 from s2s.models.modeling import TransformerForConditionalGeneration
 
 
+@dataclass
+class _Source:
+    """What an import reads from a folder or a model object, and how errors name where it came from."""
+
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    generation: dict[str, Any] | None
+    config_origin: str
+    generation_origin: str
+    folder: Path | None
+
+
 def from_transformers(
-    source: str | Path | Any, *, dtype: torch.dtype | None = None, allow_pickle: bool = False
+    folder_or_hf_model: str | Path | Any, *, dtype: torch.dtype | None = None, allow_pickle: bool = False
 ) -> TransformerForConditionalGeneration:
-    """Our model with the weights and generation settings of `source`: the folder of a Hugging Face BART,
-    mBART, Marian, M2M100/NLLB or T5 model, or such a model object.
+    """Our model with the weights and generation settings of `folder_or_hf_model`: the folder of a Hugging
+    Face BART, mBART, Marian, M2M100/NLLB or T5 model, or such a model object. Returned in eval mode.
 
     `dtype`: cast the parameters (default: fp32, whatever the file holds). `allow_pickle`: read a
     pytorch_model.bin when the folder has no safetensors weights (a pickle can run code; see `read_weights`)."""
+    source = _read(folder_or_hf_model, allow_pickle=allow_pickle)
+    origin = source.config_origin
+    family = family_for(source.config.get("model_type"), origin)
+    for key, accepted in UNSUPPORTED_VALUES.items():
+        if source.config.get(key, accepted) != accepted:
+            raise UnsupportedModelError(
+                f"{origin}: {key}={source.config[key]!r} is not supported (only {accepted!r})"
+            )
+    try:
+        config = TransformerConfig(**family.config_from_hf(source.config, origin))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, UnsupportedModelError):
+            raise
+        raise ValueError(f"{origin}: {err}") from err
+    if source.folder is not None:
+        _check_tokenizer(source.folder, config)
+    model = TransformerForConditionalGeneration(config)
+    model.load_state_dict(_our_state(family, config, source.state, origin), strict=True)
+    _check_derived(family, config, source.state, model, origin)
+    model.generation_config = generation_config_from_hf(
+        source.config, source.generation, config, source.generation_origin
+    )
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()
+
+
+def _read(source: Any, *, allow_pickle: bool) -> _Source:
     if isinstance(source, (str, Path)):
         folder = Path(source)
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder} is not a directory; pass the folder of a saved Hugging Face model"
             )
-        hf_config, origin = read_config(folder), str(folder / CONFIG_FILE)
-        state = read_weights(folder, allow_pickle=allow_pickle)
-        hf_generation = read_generation_config(folder)
-        generation_origin = str(folder / GENERATION_CONFIG_FILE) if hf_generation is not None else origin
-    elif hasattr(source, "config") and hasattr(source, "state_dict"):
-        hf_config, origin = source.config.to_dict(), f"{type(source).__name__}.config"
-        state = source.state_dict()
-        generation = getattr(source, "generation_config", None)
-        hf_generation = generation.to_diff_dict() if generation is not None else None
-        generation_origin = f"{type(source).__name__}.generation_config"
-        folder = None
-    else:
-        raise TypeError(
-            f"from_transformers takes a folder path or a Hugging Face model, got {type(source).__name__}"
+        generation = read_generation_config(folder)
+        return _Source(
+            config=read_config(folder),
+            state=read_weights(folder, allow_pickle=allow_pickle),
+            generation=generation,
+            config_origin=str(folder / CONFIG_FILE),
+            generation_origin=str(
+                folder / (GENERATION_CONFIG_FILE if generation is not None else CONFIG_FILE)
+            ),
+            folder=folder,
         )
-    family = family_for(hf_config.get("model_type"), origin)
-    for key, accepted in UNSUPPORTED_VALUES.items():
-        if hf_config.get(key, accepted) != accepted:
-            raise UnsupportedModelError(
-                f"{origin}: {key}={hf_config[key]!r} is not supported (only {accepted!r})"
-            )
-    try:
-        config = TransformerConfig(**family.config_from_hf(hf_config, origin))
-    except (TypeError, ValueError) as err:
-        if isinstance(err, UnsupportedModelError):
-            raise
-        raise ValueError(f"{origin}: {err}") from err
-    if folder is not None:
-        _check_tokenizer(folder, config)
-    model = TransformerForConditionalGeneration(config)
-    model.load_state_dict(_our_state(family, config, state, origin), strict=True)
-    _check_derived(family, config, state, model, origin)
-    model.generation_config = generation_config_from_hf(hf_config, hf_generation, config, generation_origin)
-    if dtype is not None:
-        model.to(dtype)
-    return model.eval()
+    if hasattr(source, "config") and hasattr(source, "state_dict"):
+        name = type(source).__name__
+        generation = getattr(source, "generation_config", None)
+        return _Source(
+            config=source.config.to_dict(),
+            state=source.state_dict(),
+            generation=generation.to_diff_dict() if generation is not None else None,
+            config_origin=f"{name}.config",
+            generation_origin=f"{name}.generation_config",
+            folder=None,
+        )
+    raise TypeError(
+        f"from_transformers takes a folder path or a Hugging Face model, got {type(source).__name__}"
+    )
 
 
 def _our_state(
