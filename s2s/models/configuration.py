@@ -77,14 +77,14 @@ class TransformerConfig:
     """How positions enter the model. Added to the token embeddings: "sinusoidal" (fixed; frequencies
     10000**(-i / (d/2 - 1)), sines in the first half, cosines in the second), "sinusoidal_marian" (fixed; the
     frequencies 10000**(-2i / d) of "Attention is all you need" in the same halves layout, as Marian) or
-    "learned". Or "relative": no position embedding, a learned bias per head on each attention score, looked up
-    by bucketed query-key distance and shared by the layers of a stack (T5)."""
+    "learned". Or "relative": no position embedding, a learned bias per head on each attention score, looked
+    up by bucketed query-key distance and shared by the layers of a stack (T5)."""
     position_offset: int = 0
     """Learned positions: the table row of position 0 (BART and mBART keep two unused rows first: 2)."""
     positions_from_padding: bool = False
-    """Position ids count the non-padding tokens of each row, starting at pad_token_id + 1, and a padding token
-    gets the zero row pad_token_id (fairseq's convention, kept by M2M100 and NLLB): a left-padded row gets the
-    positions of the unpadded one. False: positions 0, 1, 2, ... in every row."""
+    """Position ids count the non-padding tokens of each row, starting at pad_token_id + 1, and a padding
+    token gets the zero row pad_token_id (fairseq's convention, kept by M2M100 and NLLB): a left-padded row
+    gets the positions of the unpadded one. False: positions 0, 1, 2, ... in every row."""
     max_position_embeddings: int = 1024
     """Longest source or target sequence the model accepts (not a limit with relative positions)."""
     relative_attention_num_buckets: int = 32

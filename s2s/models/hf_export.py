@@ -52,7 +52,7 @@ def to_transformers(
 
 
 def family_for_config(config: TransformerConfig) -> Family:
-    """The family whose fixed options `config` has; otherwise an error listing, for each family, what differs."""
+    """The family whose fixed options `config` has; otherwise an error listing what differs, per family."""
     mismatches = {name: family.mismatches(config) for name, family in FAMILIES.items()}
     for name, found in mismatches.items():
         if not found:
@@ -60,8 +60,8 @@ def family_for_config(config: TransformerConfig) -> Family:
     closest = sorted(mismatches.items(), key=lambda item: len(item[1]))
     lines = [f"  {name}: {'; '.join(found)}" for name, found in closest]
     raise UnsupportedModelError(
-        "no supported Hugging Face family computes this model's function; the options that differ, per family "
-        "(closest first):\n" + "\n".join(lines)
+        "no supported Hugging Face family computes this model's function; the options that differ, per "
+        "family (closest first):\n" + "\n".join(lines)
     )
 
 

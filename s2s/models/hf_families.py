@@ -76,7 +76,7 @@ class Family:
         return {}
 
     def derived(self, config: TransformerConfig) -> dict[str, str]:
-        """Hugging Face tensors that are fixed functions of the config (our buffers): HF name -> our buffer."""
+        """HF tensors that are fixed functions of the config (our buffers): HF name -> our buffer."""
         return {}
 
     def unused(self, config: TransformerConfig) -> set[str]:
