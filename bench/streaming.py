@@ -131,7 +131,7 @@ def efficiency(stream: StreamingTokenBatches, pairs: int) -> dict[str, Any]:
     }
 
 
-def resume_time(make: Callable[[], StreamingTokenBatches], *, shard: int) -> dict[str, Any]:
+def resume_time(make: Callable[[], StreamingTokenBatches], *, shard: int, into_buffer: int) -> dict[str, Any]:
     """Read into shard ``shard`` and to the middle of a buffer, then time state -> new stream -> first batch."""
     reader = make()
     batches: Iterator = iter(reader)
@@ -140,7 +140,9 @@ def resume_time(make: Callable[[], StreamingTokenBatches], *, shard: int) -> dic
     while reader.state_dict()["shard"] < shard:
         next(batches)
         read += 1
-    while reader.state_dict()["batches"] < 20:  # mid-buffer: the resume must rebuild the buffer's batches
+    while (
+        reader.state_dict()["batches"] < into_buffer
+    ):  # mid-buffer: the resume rebuilds the buffer's batches
         next(batches)
         read += 1
     reading = time.perf_counter() - started
@@ -173,6 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--window_size", type=int, default=50_000)
     parser.add_argument("--buffer_size", type=int, default=50_000)
     parser.add_argument("--resume_shard", type=int, default=2, help="resume inside this shard of the epoch")
+    parser.add_argument(
+        "--resume_into_buffer", type=int, default=20, help="batches of the buffer before the state"
+    )
+    parser.add_argument("--resume_max_tokens", type=int, default=8192)
     parser.add_argument("--tokenizer", choices=("sentencepiece", "words"), default="sentencepiece")
     parser.add_argument("--output", type=Path, default=RESULTS / "streaming.json")
     args = parser.parse_args(argv)
@@ -202,10 +208,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name, files, files_spec in corpora:
 
         def make(files=files, files_spec=files_spec) -> StreamingTokenBatches:
-            return build(files, tokenize, files_spec, max_tokens=8192, **sizes)
+            return build(files, tokenize, files_spec, max_tokens=args.resume_max_tokens, **sizes)
 
-        results["resume"][name] = figures = resume_time(make, shard=args.resume_shard)
-        print(f"resume ({name} shards, max_tokens=8192): {figures}", flush=True)
+        results["resume"][name] = figures = resume_time(
+            make, shard=args.resume_shard, into_buffer=args.resume_into_buffer
+        )
+        print(f"resume ({name} shards, max_tokens={args.resume_max_tokens}): {figures}", flush=True)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
