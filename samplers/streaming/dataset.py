@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -76,6 +77,9 @@ class StreamingTokenBatches(IterableDataset):
         skip_too_long: an example costlier than ``max_tokens`` raises a ``ValueError`` naming its file and
             line; with True it is left out, counted in ``num_skipped`` and logged at the end of the epoch.
         max_sentences / required_batch_size_multiple: as in ``TokenBudgetBatchSampler``.
+        prefetch: read and tokenize the next buffer in a background thread while the current one's batches
+            are used (memory then holds two buffers); the batches are the same either way. The wait it saves
+            is the part of the tokenization that runs without Python's GIL.
 
     Must be read in the process that owns it (``DataLoader(num_workers=0)``): its position, what
     ``state_dict()`` saves, lives in the object that reads; a worker's copy would move on unseen.
@@ -101,6 +105,7 @@ class StreamingTokenBatches(IterableDataset):
         skip_too_long: bool = False,
         max_sentences: int | None = None,
         required_batch_size_multiple: int = 1,
+        prefetch: bool = True,
     ) -> None:
         check_replicas(num_replicas, rank)
         for name, value in (
@@ -135,6 +140,7 @@ class StreamingTokenBatches(IterableDataset):
         self.source_key, self.target_key = source_key, target_key
         self.skip_too_long = skip_too_long
         self.max_sentences, self.required_batch_size_multiple = max_sentences, required_batch_size_multiple
+        self.prefetch = prefetch
         self.num_skipped = 0  # too-long examples left out, over every epoch read in this process
         self.epoch = 0
         self._cursor = _Cursor()
@@ -164,22 +170,30 @@ class StreamingTokenBatches(IterableDataset):
             cursor.batches,
             cursor.skipped,
         )
-        while True:
+        # With prefetch, the next buffer is read and tokenized in a thread while this one's batches are
+        # trained on, instead of the training loop waiting for it at every buffer boundary.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="stream-buffer") if self.prefetch else None
+        try:
             filled = self._fill(shards, examples, start)
-            if filled is None:
-                break
-            features, lengths, end, newly_skipped = filled
-            after = _Cursor(*end, buffer=buffer + 1, batches=0, skipped=skipped + newly_skipped)
-            batches = self._batches(lengths, buffer) if features else []
-            for j in range(skip, len(batches)):
-                # Set before yielding: state_dict() taken after receiving a batch resumes after it.
-                last = j + 1 == len(batches)
-                self._cursor = (
-                    after if last else _Cursor(*start, buffer=buffer, batches=j + 1, skipped=skipped)
-                )
-                yield [features[i] for i in batches[j]]
-            self._cursor = after
-            start, buffer, skip, skipped = end, buffer + 1, 0, skipped + newly_skipped
+            while filled is not None:
+                features, lengths, end, newly_skipped = filled
+                upcoming = pool.submit(self._fill, shards, examples, end) if pool else None
+                after = _Cursor(*end, buffer=buffer + 1, batches=0, skipped=skipped + newly_skipped)
+                batches = self._batches(lengths, buffer) if features else []
+                for j in range(skip, len(batches)):
+                    # Set before yielding: state_dict() taken after receiving a batch resumes after it.
+                    last = j + 1 == len(batches)
+                    self._cursor = (
+                        after if last else _Cursor(*start, buffer=buffer, batches=j + 1, skipped=skipped)
+                    )
+                    yield [features[i] for i in batches[j]]
+                self._cursor = after
+                start, buffer, skip, skipped = end, buffer + 1, 0, skipped + newly_skipped
+                filled = upcoming.result() if upcoming else self._fill(shards, examples, start)
+        finally:
+            if pool is not None:
+                # A pass left early (max_steps reached) does not wait for a read-ahead it will not use.
+                pool.shutdown(wait=False, cancel_futures=True)
         if skipped:
             logger.warning(
                 "StreamingTokenBatches: epoch %d on rank %d left out %d example(s) longer than max_tokens=%d",

@@ -167,13 +167,19 @@ def test_a_plain_read_shard_callable_resumes_by_skipping_in_the_current_shard(tm
             for line in f:
                 yield parse(line)
 
-    def make():
+    def make(prefetch=True):
         return StreamingTokenBatches(
-            paths, read_shard=read_shard, tokenize=tokenize, max_tokens=120, window_size=40, buffer_size=120
+            paths,
+            read_shard=read_shard,
+            tokenize=tokenize,
+            max_tokens=120,
+            window_size=40,
+            buffer_size=120,
+            prefetch=prefetch,
         )
 
     whole = ids(make())
-    reader = make()
+    reader = make(prefetch=False)  # no read-ahead still opening shards after the state is taken
     batches = iter(reader)
     for _ in range(len(whole) // 2):
         next(batches)
@@ -321,3 +327,15 @@ def test_sizes_in_order_respect_the_budget_the_sentence_cap_and_the_multiple():
         starts = np.cumsum([0] + sizes[:-1])
         assert all(n * costs[s : s + n].max() <= 10 for s, n in zip(starts, sizes, strict=True))
         assert sum(sizes) == len(costs)
+
+
+def test_reading_the_next_buffer_ahead_changes_no_batch(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl")
+    assert ids(stream(paths, prefetch=False)) == ids(stream(paths))
+    reader = stream(paths, prefetch=False)
+    batches = iter(reader)
+    for _ in range(7):
+        next(batches)
+    resumed = stream(paths)
+    resumed.load_state_dict(reader.state_dict())
+    assert ids(resumed) == ids(stream(paths))[7:]
