@@ -51,7 +51,7 @@ def test_generation_equals_hf_generate(imported, family, num_beams):
     ids, mask = padded_batch(hf.config.pad_token_id, seed=2)
     settings = dict(
         num_beams=num_beams,
-        max_new_tokens=9,
+        max_new_tokens=6,
         min_length=0,
         length_penalty=1.0,
         no_repeat_ngram_size=0,
@@ -196,7 +196,7 @@ def test_fine_tuning_an_import_follows_transformers_step_by_step(family):
     labels = labels_batch()
     theirs_optimizer = torch.optim.Adam([p for p in hf.parameters() if p.requires_grad], lr=3e-3)
     ours_optimizer = torch.optim.Adam(ours.parameters(), lr=3e-3)
-    for _ in range(8):
+    for _ in range(4):
         for model, optimizer, loss_of in (
             (hf, theirs_optimizer, lambda: hf(input_ids=ids, attention_mask=mask, labels=labels).loss),
             (ours, ours_optimizer, lambda: ours(ids, mask, labels=labels).loss),
