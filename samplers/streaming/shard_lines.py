@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,18 +23,24 @@ from typing import Any, BinaryIO
 Shard = str | Path | tuple[str | Path, ...]
 Position = dict[str, Any]  # {"lines": n, "bytes": [offset per file] or None for gzip}
 _GZIP_MAGIC = b"\x1f\x8b"
+logger = logging.getLogger(__name__)
 
 
 class ShardLines:
     """A shard reader over line-based files: ``parse`` turns the line texts of one example (one string per
     file of the shard, without the line ending) into an example, or returns None to skip the line (a blank
-    line, say). A ``ValueError`` from ``parse`` is re-raised naming the file and the line.
+    line, say). A ``ValueError`` from ``parse``, or a line that is not UTF-8, is raised naming the file and the
+    line; with ``skip_bad_lines`` such a line is skipped instead, counted in ``bad_lines`` (the first locations
+    kept in ``bad_line_examples``) and reported in a warning when its shard has been read, never silently.
 
     ``reader(shard)`` yields the examples (the plain ``read_shard`` protocol), ``reader.read_from(shard,
     position)`` yields ``(example, position after it)`` from a saved position (None: the start)."""
 
-    def __init__(self, parse: Callable[..., Any]) -> None:
+    def __init__(self, parse: Callable[..., Any], *, skip_bad_lines: bool = False) -> None:
         self.parse = parse
+        self.skip_bad_lines = skip_bad_lines
+        self.bad_lines = 0  # over every shard this reader read
+        self.bad_line_examples: list[str] = []
 
     def __call__(self, shard: Shard) -> Iterator[Any]:
         for example, _ in self.read_from(shard, None):
@@ -52,22 +59,45 @@ class ShardLines:
             elif lines:
                 _skip_lines(files, paths, lines)
             tells = [f.tell() if seekable else 0 for f in files]
+            bad: list[str] = []
             while True:
                 raws = [_next_line(f, path, lines + 1) for f, path in zip(files, paths, strict=True)]
                 if all(raw is None for raw in raws):
+                    self._report(paths, bad)
                     return
                 if any(raw is None for raw in raws):
                     _unequal_lengths(paths, raws, lines)
                 lines += 1
                 if seekable:
                     tells = [t + len(raw) for t, raw in zip(tells, raws, strict=True)]
-                texts = [_decode(raw, path, lines) for raw, path in zip(raws, paths, strict=True)]
+                try:
+                    texts = [_decode(raw, path, lines) for raw, path in zip(raws, paths, strict=True)]
+                except ValueError as exc:
+                    self._bad_line(str(exc), bad, exc)
+                    continue
                 try:
                     example = self.parse(*texts)
                 except ValueError as exc:
-                    raise ValueError(f"{_where(paths)}, line {lines}: {exc}") from exc
+                    self._bad_line(f"{_where(paths)}, line {lines}: {exc}", bad, exc)
+                    continue
                 if example is not None:
                     yield example, {"lines": lines, "bytes": list(tells) if seekable else None}
+
+    def _bad_line(self, message: str, bad: list[str], cause: ValueError) -> None:
+        if not self.skip_bad_lines:
+            raise ValueError(
+                f"{message} (skip_bad_lines=True skips such lines, counted and reported)"
+            ) from cause
+        bad.append(message)
+        self.bad_lines += 1
+        if len(self.bad_line_examples) < 5:
+            self.bad_line_examples.append(message)
+
+    @staticmethod
+    def _report(paths: list[Path], bad: list[str]) -> None:
+        if bad:
+            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            logger.warning("%s: skipped %d bad line(s): %s", _where(paths), len(bad), shown)
 
 
 def shard_paths(shard: Shard) -> list[Path]:

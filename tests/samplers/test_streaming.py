@@ -339,3 +339,33 @@ def test_reading_the_next_buffer_ahead_changes_no_batch(tmp_path):
     resumed = stream(paths)
     resumed.load_state_dict(reader.state_dict())
     assert ids(resumed) == ids(stream(paths))[7:]
+
+
+def test_skip_bad_lines_leaves_them_out_counted_and_reported(tmp_path, caplog):
+    paths = write_corpus(tmp_path, "jsonl", shards=2)
+    lines = paths[1].read_text().splitlines(keepends=True)
+    lines[41] = '{"translation": {"de": "a"\n'
+    lines[99] = '{"translation": {"de": "a", "en": 7}}\n'
+    paths[1].write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"shard1\.jsonl, line 42: malformed JSON.*skip_bad_lines=True"):
+        list(stream(paths))
+    reader = ShardLines(parser("jsonl"), skip_bad_lines=True)
+
+    def make():
+        return StreamingTokenBatches(
+            paths, read_shard=reader, tokenize=tokenize, max_tokens=120, window_size=40, buffer_size=120
+        )
+
+    with caplog.at_level("WARNING", logger="samplers.streaming.shard_lines"):
+        whole = ids(make())
+    assert len(sum(whole, [])) == 2 * PER_SHARD - 2 and reader.bad_lines == 2
+    assert reader.bad_line_examples[0].startswith(f"{paths[1]}, line 42: malformed JSON")
+    assert "line 100: field 'translation.en' is int" in reader.bad_line_examples[1]
+    assert "skipped 2 bad line(s)" in caplog.text and "line 42" in caplog.text
+    interrupted = make()
+    batches = iter(interrupted)
+    for _ in range(len(whole) - 2):
+        next(batches)
+    resumed = make()
+    resumed.load_state_dict(interrupted.state_dict())
+    assert ids(resumed) == whole[-2:]
