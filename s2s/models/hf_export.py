@@ -26,6 +26,7 @@ def to_transformers(
     config = model.config
     family = family_for_config(config)
     if tokenizer is not None:
+        _check_tokenizer_format(tokenizer)
         size = len(tokenizer)
         if size > config.vocab_size:
             raise ValueError(
@@ -49,6 +50,20 @@ def to_transformers(
     if tokenizer is not None:
         tokenizer.save_pretrained(str(directory))
     return directory
+
+
+def _check_tokenizer_format(tokenizer: Any) -> None:
+    """The toolkit's own tokenizers save a tokenizer_config.json that transformers' AutoTokenizer cannot read
+    (and they add eos themselves, which a tokenizer.json alone would not): refused rather than written into a
+    folder that then fails to load."""
+    from s2s.tokenization.base import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        raise TypeError(
+            f"to_transformers got the toolkit's own {type(tokenizer).__name__}, whose saved format transformers "
+            "cannot load; pass a transformers tokenizer (e.g. the one of the folder the model was imported "
+            "from, AutoTokenizer.from_pretrained(folder)) or copy its files into the folder yourself"
+        )
 
 
 def family_for_config(config: TransformerConfig) -> Family:

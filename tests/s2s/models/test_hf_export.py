@@ -308,3 +308,16 @@ def test_tensors_the_family_never_reads_are_skipped_and_a_missing_logits_bias_is
     del state["final_logits_bias"]
     save_file(state, folder / "model.safetensors")
     assert not from_transformers(folder).final_logits_bias.any()
+
+
+def test_the_toolkits_own_tokenizer_is_refused_as_transformers_cannot_load_it(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    from s2s.tokenization import load_tokenizer
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "a": 4}
+    Tokenizer(models.WordLevel(vocab, unk_token="<unk>")).save(str(tmp_path / "tokenizer.json"))
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json")
+    with pytest.raises(TypeError, match=r"toolkit's own HFTokenizer.*AutoTokenizer.from_pretrained"):
+        to_transformers(native_model("bart"), tmp_path / "out", tokenizer=tokenizer)
+    assert not (tmp_path / "out").exists()
