@@ -97,6 +97,28 @@ def load_text_pairs(
         dataset, report = cached
         _log_reports(report)
         return dataset
+    dataset, summary = _read_into_cache(sources, folder, columns, fields, lineage=lineage,
+                                        max_samples=max_samples, drop_empty=drop_empty,
+                                        skip_bad_lines=skip_bad_lines)  # fmt: skip
+    for stale in remove_stale(folder, lineage):
+        logger.info("removed the cache of an earlier version of %s: %s", origin, stale)
+    _log_reports(summary)
+    return dataset
+
+
+def _read_into_cache(
+    sources: list[tuple[Format, tuple[Path, Path]]],
+    folder: Path,
+    columns: tuple[str, str],
+    fields: tuple[str, str],
+    *,
+    lineage: str,
+    max_samples: int | None,
+    drop_empty: bool,
+    skip_bad_lines: bool,
+) -> tuple[datasets.Dataset, dict]:
+    """Read every input in order into the Arrow cache at `folder` (up to `max_samples` pairs); the cached
+    dataset and the report kept beside it (pairs kept and dropped per input, lines skipped)."""
     skipped = SkippedLines()
     on_bad_line = skipped.add if skip_bad_lines else _refuse_bad_line
     reports: dict[str, LoadReport] = {}
@@ -113,26 +135,21 @@ def load_text_pairs(
                 max_samples=left,
                 drop_empty=drop_empty,
             )
-        kept = writer.rows_written
         summary = {
-            "kept": kept,
+            "kept": writer.rows_written,
             "files": {name: [report.kept, report.dropped_empty] for name, report in reports.items()},
             "skipped": skipped.to_json(),
             "lineage": lineage,
         }
-        if kept == 0:
+        if not summary["kept"]:
             _log_reports(summary)
             dropped = sum(len(report.dropped_empty) for report in reports.values())
             raise DataFileError(
-                origin,
+                _origin(sources),
                 "no examples" + (f" left after dropping {dropped} empty ones" if dropped else ""),
                 fix="check that the file is the right one and is not empty",
             )
-        dataset = writer.commit(summary)
-    for stale in remove_stale(folder, lineage):
-        logger.info("removed the cache of an earlier version of %s: %s", origin, stale)
-    _log_reports(summary)
-    return dataset
+        return writer.commit(summary), summary
 
 
 def _refuse_bad_line(error: DataFileError) -> None:
@@ -152,7 +169,7 @@ def _log_reports(summary: dict) -> None:
 
 def _origin(sources: list[tuple[Format, tuple[Path, Path]]]) -> str:
     """How messages name the inputs: the file, the two parallel files, or the first of several shards."""
-    fmt, files = sources[0]
+    _, files = sources[0]
     first = str(files[0]) if files[0] == files[1] else f"{files[0]} + {files[1]}"
     return first if len(sources) == 1 else f"{first} and {len(sources) - 1} more shard(s)"
 
