@@ -73,6 +73,12 @@ def tokenize_splits(
             fn_kwargs=options,
             remove_columns=raw.column_names,
             features=TOKENIZED_FEATURES,
+            # Record batches of 10,000 rows instead of 1,000 (each call's output is written as one batch):
+            # opening the memory-mapped cache and reading the lengths touch every batch's header and offsets,
+            # each fault pulling in ~64 KB of the file, so fewer batches keep far fewer of its pages resident
+            # (about 600 MB at 5M pairs with 1,000).
+            batch_size=10_000,
+            writer_batch_size=10_000,
             num_proc=data_args.preprocessing_num_workers,
             load_from_cache_file=not data_args.overwrite_cache,
             # Our own fingerprint: the tokenizer's files, not a pickle of it, decide whether the cache is valid.

@@ -93,7 +93,10 @@ class PairWriter:
         folder.mkdir(parents=True, exist_ok=True)
         self._partial = folder / f"{DATA_FILE}.{os.getpid()}.partial"
         features = datasets.Features({name: datasets.Value("string") for name in columns})
-        self._writer = ArrowWriter(features=features, path=str(self._partial))
+        # One record batch per `batch_size` pairs (the writer would otherwise cut them into 1,000-row batches):
+        # opening a memory-mapped file reads every batch's header, and each read faults in ~64 KB around it, so
+        # 10x fewer batches keep 10x fewer pages of the file resident (300 MB at 5M pairs with 1,000-row batches).
+        self._writer = ArrowWriter(features=features, path=str(self._partial), writer_batch_size=batch_size)
         self._sources: list[str] = []
         self._targets: list[str] = []
         self._flushed = 0
