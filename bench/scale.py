@@ -406,13 +406,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=["ours", "hf"])
     parser.add_argument("--work", default=str(REPO / "bench" / "results" / "scale"))
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--key", default=None, help="name of the entry in the results file (default: --pairs)"
+    )
     args = parser.parse_args(argv)
     if "hf" in args.sides and "ours" not in args.sides and args.hf_batch_size is None:
         parser.error("--sides hf alone needs --hf_batch_size (otherwise it is derived from our run)")
     entry = measure(args)
     entry["note"] = args.note
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results[str(args.pairs)] = entry
+    results[args.key or str(args.pairs)] = entry
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"written {RESULTS}")
 
