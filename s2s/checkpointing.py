@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -310,12 +311,19 @@ def _check_safetensors_header(path: Path) -> None:
         ) from err
 
 
-def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest *complete* checkpoint in output_dir, or None; logs each newer one skipped and why."""
+def find_latest_checkpoint(
+    output_dir: str | Path, *, exclude: Callable[[Path], str | None] | None = None
+) -> Path | None:
+    """The newest *complete* checkpoint in output_dir, or None; logs each newer one skipped and why.
+    ``exclude`` gives the reason to pass over a checkpoint that is complete but not wanted (None: keep it)."""
     for leftover in leftover_folders(Path(output_dir)):
         fate = "puts it back" if leftover.kind == "old" else "removes it"
         logger.warning("ignoring %s: left by an interrupted save (the next save %s)", leftover.path, fate)
     for candidate in reversed(list_checkpoints(output_dir)):
+        reason = exclude(candidate) if exclude is not None else None
+        if reason is not None:
+            logger.warning("skipping %s: %s", candidate, reason)
+            continue
         try:
             verify_checkpoint(candidate)
         except CheckpointError as err:

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from s2s import distributed
-from s2s.atomic_folder import MANIFEST_NAME, leftover_folders
-from s2s.checkpoint_files import CheckpointError, checkpoint_step, list_checkpoints
-from s2s.checkpointing import verify_checkpoint
+from s2s.atomic_folder import MANIFEST_NAME
+from s2s.checkpoint_files import checkpoint_step, list_checkpoints
+from s2s.checkpointing import find_latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -183,26 +183,18 @@ def newest_own_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint in ``output_dir`` that this job wrote (``trained_here`` must hold),
     or None. Each newer folder that is skipped is logged with the reason: torn or corrupt (the crash
     interrupted it), or left by an earlier run this job trained over."""
-    output_dir = Path(output_dir)
-    for leftover in leftover_folders(output_dir):
-        logger.warning("ignoring %s: left by a save the crash interrupted", leftover.path)
     record = read_run_record(output_dir)
     earlier = record["earlier_checkpoints"] if record is not None else {}
-    for candidate in reversed(list_checkpoints(output_dir)):
+
+    def earlier_run(candidate: Path) -> str | None:
         if candidate.name in earlier and _manifest_identity(candidate) == earlier[candidate.name]:
-            logger.warning(
-                "skipping %s: it was there before this job started from scratch (overwrite_output_dir); "
-                "it belongs to an earlier run",
-                candidate,
+            return (
+                "it was there before this job started from scratch (overwrite_output_dir); "
+                "it belongs to an earlier run"
             )
-            continue
-        try:
-            verify_checkpoint(candidate)
-        except CheckpointError as err:
-            logger.warning("skipping %s: %s", candidate, err)
-            continue
-        return candidate
-    return None
+        return None
+
+    return find_latest_checkpoint(output_dir, exclude=earlier_run)
 
 
 class RestartPoint(NamedTuple):
