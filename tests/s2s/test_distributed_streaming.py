@@ -15,7 +15,13 @@ from s2s.checkpointing import read_json
 from s2s.trainer import Trainer
 from samplers.streaming import ShardLines, StreamingTokenBatches
 from tests.s2s.test_distributed import WORLD, run_world
-from tests.s2s.test_trainer_toys import ToyCollator, ToySeq2Seq, make_examples, params_of, toy_args
+from tests.s2s.test_trainer_toys import (
+    RecordingCollator,
+    ToySeq2Seq,
+    make_examples,
+    params_of,
+    toy_args,
+)
 
 pytestmark = pytest.mark.distributed
 
@@ -35,11 +41,6 @@ def write_shards(folder: Path) -> list[Path]:
 
 def _train(rank: int, out: Path, directory: Path, resume: Path | None) -> tuple[Trainer, list]:
     seen: list = []
-
-    class Recording(ToyCollator):
-        def __call__(self, features):
-            seen.append([f["input_ids"] for f in features])
-            return super().__call__(features)
 
     stream = StreamingTokenBatches(
         sorted((out / "data").glob("*.jsonl")),
@@ -61,7 +62,7 @@ def _train(rank: int, out: Path, directory: Path, resume: Path | None) -> tuple[
         ddp_backend="gloo",
     )
     trainer = Trainer(
-        model=ToySeq2Seq(dropout=0.1), args=args, data_collator=Recording(), train_dataset=stream
+        model=ToySeq2Seq(dropout=0.1), args=args, data_collator=RecordingCollator(seen), train_dataset=stream
     )
     trainer.train(resume_from_checkpoint=resume)
     return trainer, seen

@@ -6,7 +6,13 @@ import torch
 
 from s2s.callbacks import TrainerCallback
 from s2s.trainer import Trainer
-from tests.s2s.test_trainer_toys import ToyCollator, ToySeq2Seq, make_examples, params_of, toy_args
+from tests.s2s.test_trainer_toys import (
+    RecordingCollator,
+    ToySeq2Seq,
+    make_examples,
+    params_of,
+    toy_args,
+)
 
 SAMPLING = {
     "random": {},
@@ -40,16 +46,11 @@ def make_trainer(output_dir, sampling, *, callbacks=(), **overrides):
     args = toy_args(output_dir, **(settings | SAMPLING[sampling] | overrides))
     seen = []
 
-    class Recording(ToyCollator):
-        def __call__(self, features):
-            seen.append(tuple(tuple(f["input_ids"]) for f in features))
-            return super().__call__(features)
-
     # 14 examples, 7 micro-batches of 2: step 6 runs into the second epoch, checkpoint-3 is mid-epoch.
     trainer = Trainer(
         model=ToySeq2Seq(dropout=0.1),  # dropout: the RNG state must be restored too
         args=args,
-        data_collator=Recording(),
+        data_collator=RecordingCollator(seen),
         train_dataset=make_examples(14, seed=7),
         callbacks=list(callbacks),
     )

@@ -14,7 +14,13 @@ from s2s.data_position import DataPosition
 from s2s.trainer import Trainer
 from samplers.streaming import ShardLines, StreamingTokenBatches
 from tests.s2s.test_trainer_resume import StopAt, losses
-from tests.s2s.test_trainer_toys import ToyCollator, ToySeq2Seq, make_examples, params_of, toy_args
+from tests.s2s.test_trainer_toys import (
+    RecordingCollator,
+    ToySeq2Seq,
+    make_examples,
+    params_of,
+    toy_args,
+)
 
 NUM_EXAMPLES = 45
 
@@ -46,15 +52,10 @@ def make_trainer(output_dir, paths, *, callbacks=(), **overrides):
     )
     seen = []
 
-    class Recording(ToyCollator):
-        def __call__(self, features):
-            seen.append(tuple(tuple(f["input_ids"]) for f in features))
-            return super().__call__(features)
-
     trainer = Trainer(
         model=ToySeq2Seq(dropout=0.1),
         args=toy_args(output_dir, **(settings | overrides)),
-        data_collator=Recording(),
+        data_collator=RecordingCollator(seen),
         train_dataset=make_stream(paths),
         callbacks=list(callbacks),
     )

@@ -107,6 +107,19 @@ class ToyCollator:
         return batch
 
 
+class RecordingCollator(ToyCollator):
+    """A ToyCollator that appends each batch it collates to ``seen``, as a tuple of input-id tuples: the
+    order a run read its data in, to compare with another run's."""
+
+    def __init__(self, seen: list, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seen = seen
+
+    def __call__(self, features):
+        self.seen.append(tuple(tuple(f["input_ids"]) for f in features))
+        return super().__call__(features)
+
+
 def toy_args(tmp_path, **overrides) -> TrainingArguments:
     defaults = dict(
         output_dir=str(tmp_path),
