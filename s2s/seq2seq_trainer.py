@@ -41,6 +41,7 @@ from s2s.evaluation import EvalLoopOutput, Nested, nested_map
 from s2s.evaluation import gather_in_dataset_order as gather_in_dataset_order  # re-exported: tests import it
 from s2s.loss import IGNORE_INDEX
 from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
+from s2s.stream_position import is_resumable_stream
 from s2s.trainer import Trainer
 from samplers import SortishSampler, eval_order, lengths_from_dataset
 
@@ -49,6 +50,26 @@ logger = logging.getLogger(__name__)
 # A call that sets one of these replaces both: with "smallest limit wins" semantics a lower layer's
 # max_new_tokens would otherwise silently beat a higher layer's max_length.
 _LENGTH_LIMITS = ("max_length", "max_new_tokens")
+
+
+def _refuse_sortish_for(dataset: Any, args: Seq2SeqTrainingArguments) -> None:
+    """``sortish_sampler`` orders a map-style dataset by its examples' lengths; an iterable dataset has no
+    index to order. A stream that cuts its own batches (``StreamingTokenBatches``) already sorts by length,
+    so the message says that instead of suggesting it lacks lengths."""
+    if not args.sortish_sampler or not isinstance(dataset, IterableDataset):
+        return
+    name = type(dataset).__name__
+    if is_resumable_stream(dataset):
+        raise ValueError(
+            f"sortish_sampler=True does not apply to {name}: a streamed dataset cuts its own token-budget "
+            "batches, already sorted by length inside its look-ahead windows (window_size, max_tokens); set "
+            "sortish_sampler=False and tune the stream's window_size for tighter batches"
+        )
+    raise ValueError(
+        f"sortish_sampler=True needs a map-style train_dataset (it sorts examples by length), but {name} is "
+        "an IterableDataset with no index: set sortish_sampler=False, or use a map-style dataset (or "
+        "samplers.streaming.StreamingTokenBatches, which batches a stream by length itself)"
+    )
 
 
 class Seq2SeqTrainer(Trainer):
@@ -110,11 +131,7 @@ class Seq2SeqTrainer(Trainer):
                 "(to keep the best checkpoint, stop early or step a plateau schedule); leave "
                 "compute_generate_loss=True or choose a generation metric"
             )
-        if args.sortish_sampler and isinstance(train_dataset, IterableDataset):
-            raise ValueError(
-                "sortish_sampler=True needs a map-style train_dataset (it sorts by length); an IterableDataset "
-                "has no lengths: set sortish_sampler=False"
-            )
+        _refuse_sortish_for(train_dataset, args)
         if args.predict_with_generate and not callable(getattr(self._generation_model(), "generate", None)):
             raise ValueError(
                 f"predict_with_generate=True but {type(self._generation_model()).__name__} has no generate(); "
@@ -202,6 +219,7 @@ class Seq2SeqTrainer(Trainer):
         generic choice (token budget, length-grouped or random)."""
         if not self.args.sortish_sampler:
             return super().get_train_sampler(dataset)
+        _refuse_sortish_for(dataset, self.args)  # a dataset set after the trainer was built
         lengths = dataset_lengths(
             dataset,
             length_column_name=self.args.length_column_name,
