@@ -1,5 +1,6 @@
-"""The job's tokenizer: the one named, the one saved with the model or in output_dir, or a new one trained on
-the training pairs (one joint vocabulary for source and target) and saved at once."""
+"""The job's tokenizer: the one named, the one saved with the model or in output_dir (a resumed run, or an
+attempt torchrun restarted), or a new one trained on the training pairs (one joint vocabulary for source and
+target) and saved at once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from recipes.arguments import ModelArguments
 from recipes.data import SOURCE, TARGET
-from recipes.hf_models import import_transformers, is_hf_model_dir
+from recipes.hf_models import holds_hf_tokenizer, import_transformers, is_hf_model_dir
 
 logger = logging.getLogger("recipes")
 
@@ -24,9 +25,13 @@ def load_or_train_tokenizer(
     """The tokenizer named, else the one saved with the model or in output_dir (a resumed run), else a new one
     trained on the training pairs (one joint vocabulary) and saved in output_dir at once.
 
+    An attempt that torchrun restarted after this job started training in output_dir always reuses the saved
+    tokenizer, even with `overwrite_output_dir`: the checkpoint it resumes from was trained on those ids.
+
     Under torchrun the recipes call this inside `main_process_first(local=False)`: rank 0 trains (or reuses)
     and saves the tokenizer, and the other processes then load that one instead of training their own."""
     from s2s import distributed
+    from s2s.elastic import ElasticLaunch, trained_here
     from s2s.tokenization import CONFIG_FILE, load_tokenizer
 
     if model_args.tokenizer_name_or_path:
@@ -42,11 +47,25 @@ def load_or_train_tokenizer(
             )
         logger.info("loading the tokenizer rank 0 saved in %s", output_dir)
         return load_tokenizer(output_dir)
-    if (output_dir / CONFIG_FILE).is_file() and not training_args.overwrite_output_dir:
-        logger.info(
-            "reusing the tokenizer saved in %s (pass --overwrite_output_dir to train a new one)", output_dir
-        )
-        return load_tokenizer(output_dir)
+    if (output_dir / CONFIG_FILE).is_file():
+        launch = ElasticLaunch.from_environ()
+        if launch is not None and launch.is_restart and trained_here(output_dir, launch):
+            # Its checkpoints were trained on this tokenizer's ids: a new one, even from the same sample,
+            # need not give the same ids, so --overwrite_output_dir (which the first attempt honoured by
+            # training the tokenizer there) does not apply again.
+            logger.warning(
+                "%s: reusing the tokenizer the first attempt saved in %s, so the resumed model reads the ids it "
+                "was trained on",
+                launch.describe(),
+                output_dir,
+            )
+            return load_tokenizer(output_dir)
+        if not training_args.overwrite_output_dir:
+            logger.info(
+                "reusing the tokenizer saved in %s (pass --overwrite_output_dir to train a new one)",
+                output_dir,
+            )
+            return load_tokenizer(output_dir)
     if train is None:
         raise ValueError("no tokenizer: pass --tokenizer_name_or_path or --model_name_or_path, or --do_train")
     tokenizer = _train_tokenizer(model_args, train, seed=training_args.seed)
@@ -100,7 +119,9 @@ def load_any_tokenizer(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such tokenizer or model folder")
-    if path.is_dir() and not (path / CONFIG_FILE).is_file() and is_hf_model_dir(path):
+    if path.is_dir() and (
+        holds_hf_tokenizer(path) or (not (path / CONFIG_FILE).is_file() and is_hf_model_dir(path))
+    ):
         transformers = import_transformers(path)
         return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     return load_tokenizer(path)
