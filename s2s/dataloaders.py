@@ -32,6 +32,7 @@ from samplers import (
     TokenBudgetBatchSampler,
     eval_order,
     lengths_from_dataset,
+    stored_lengths,
 )
 from samplers.resumable import randperm
 from samplers.sharding import padded_size, shard
@@ -83,6 +84,22 @@ def forward_argument_names(model: torch.nn.Module) -> set[str] | None:
     return {p.name for p in parameters}
 
 
+def drop_length_column(dataset: Any, model: torch.nn.Module, *, column: str, description: str):
+    """Drop the stored ``column`` of lengths (``length_column_name``) from a ``datasets.Dataset`` before it
+    reaches the collator: the sampler reads it, the model does not, even one whose ``forward`` takes
+    ``**kwargs`` (which keeps every other column). Kept when ``forward`` names it. The trainer calls it with
+    ``remove_unused_columns``; without, every column reaches the collator, as in Hugging Face."""
+    if not hasattr(dataset, "column_names") or column not in dataset.column_names:
+        return dataset
+    accepted = forward_argument_names(model)
+    if accepted is not None and column in accepted:
+        return dataset
+    logger.debug(
+        "%s: the %r column is for the sampler, not the model: removed from its inputs", description, column
+    )
+    return dataset.remove_columns([column])
+
+
 def remove_unused_columns(
     dataset: Any, model: torch.nn.Module, *, label_names: Sequence[str], description: str
 ):
@@ -111,10 +128,11 @@ def remove_unused_columns(
 # ----------------------------------------------------------------------------------------------- lengths
 def dataset_lengths(dataset: Any, *, length_column_name: str, input_name: str = "input_ids") -> np.ndarray:
     """Per-example lengths for length-aware sampling: the ``length_column_name`` column when the dataset has
-    one, else ``(source, target)`` lengths from ``input_name`` and ``labels`` (or source lengths only)."""
+    one (one length or one ``(source, target)`` pair per example, as stored: ``samplers.stored_lengths``),
+    else ``(source, target)`` lengths from ``input_name`` and ``labels`` (or source lengths only)."""
     columns = _column_names(dataset)
     if length_column_name in columns:
-        return lengths_from_dataset(dataset, column=length_column_name)
+        return stored_lengths(dataset, column=length_column_name)
     if input_name not in columns:
         raise ValueError(
             f"group_by_length/max_tokens_per_batch need example lengths: the dataset has neither a "

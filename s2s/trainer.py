@@ -201,6 +201,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ data
     def _prune_columns(self, dataset, description: str):
         if self.args.remove_unused_columns:
+            dataset = dataloaders.drop_length_column(
+                dataset, self.model, column=self.args.length_column_name, description=description
+            )
             return dataloaders.remove_unused_columns(
                 dataset, self.model, label_names=self.args.label_names, description=description
             )
@@ -226,8 +229,10 @@ class Trainer:
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ValueError("Trainer.train() needs a train_dataset")
+        # The sampler first, on every column: it reads the stored lengths (length_column_name), which are
+        # then dropped with the other columns the model does not take.
+        self._train_sampler = self.get_train_sampler(self.train_dataset)
         dataset = self._prune_columns(self.train_dataset, "train_dataset")
-        self._train_sampler = self.get_train_sampler(dataset)
         return dataloaders.build_train_loader(
             dataset,
             self._train_sampler,

@@ -5,7 +5,7 @@ counts on every rank), and resumes mid-epoch from ``state_dict()`` without readi
 """
 
 from samplers.length_grouped import LengthGroupedSampler
-from samplers.lengths import as_lengths, example_costs, lengths_from_dataset
+from samplers.lengths import as_lengths, example_costs, lengths_from_dataset, stored_lengths
 from samplers.ordering import eval_order, restore_order
 from samplers.resumable import ResumableSampler
 from samplers.sortish import SortishSampler
@@ -25,4 +25,5 @@ __all__ = [
     "padding_counts",
     "padding_efficiency",
     "restore_order",
+    "stored_lengths",
 ]

@@ -131,6 +131,56 @@ def lengths_from_dataset(
     return as_lengths(stacked, name=f"lengths of {columns}")
 
 
+def stored_lengths(dataset: Any, column: str = "length") -> np.ndarray:
+    """The lengths a dataset stores in ``column``, read as they are: one int per example (shape ``(n,)``) or a
+    ``(source, target)`` pair per example (shape ``(n, 2)``; in Arrow a list column of two ints per row).
+
+    Written once when the dataset is tokenized, they spare every run a pass over the token ids, and they are
+    what the sampler uses even where they differ from the ids (a length recorded before some processing). A
+    Hugging Face ``datasets.Dataset`` is read from its Arrow column in one vectorised step; another map-style
+    dataset of dicts example by example."""
+    if hasattr(dataset, "with_format") and hasattr(dataset, "column_names"):
+        if column not in dataset.column_names:
+            raise KeyError(f"dataset has no column {column!r}; its columns are {dataset.column_names}")
+        array = _arrow_stored(dataset.with_format("arrow")[column], column)
+    else:
+        values = [dataset[i][column] for i in range(len(dataset))]
+        try:
+            array = np.asarray(values)
+        except ValueError as err:  # rows of mixed shapes
+            raise ValueError(
+                f"column {column!r} must hold one length or one (source, target) pair per example: {err}"
+            ) from err
+    return as_lengths(array, name=f"the lengths stored in column {column!r}")
+
+
+def _arrow_stored(values: Any, name: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.null_count:
+        raise ValueError(f"column {name!r} has {values.null_count} missing values; fill or filter them first")
+    kind = values.type
+    if pa.types.is_integer(kind):
+        return values.to_numpy()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        widths = pc.list_value_length(values).to_numpy()
+        if len(widths) and (widths != 2).any():
+            row = int(np.argmax(widths != 2))
+            raise ValueError(
+                f"column {name!r} holds lists of {int(widths[row])} values (row {row}); a length column holds "
+                "one int, or a (source, target) pair, per example"
+            )
+        # flatten() honours the array's offset (a selected or sliced dataset), .values would not
+        return values.flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+    raise TypeError(
+        f"column {name!r} has Arrow type {kind}; a length column holds one int, or a (source, target) pair of "
+        "ints, per example"
+    )
+
+
 def _arrow_lengths(values: Any, name: str) -> np.ndarray:
     import pyarrow as pa  # ships with `datasets`; only needed when a dataset is given
     import pyarrow.compute as pc

@@ -238,7 +238,7 @@ def test_the_second_run_reuses_the_tokenized_cache(load, tmp_path, tokenizer, mo
 
 
 def test_lengths_come_from_the_stored_ids_without_reading_examples(load, tmp_path, tokenizer, monkeypatch):
-    """The batching reads every example's lengths from the Arrow offsets of the stored ids, one vectorised
+    """The batching reads every example's lengths from the `length` column the map stored, one vectorised
     read: no example is materialised (millions of them would take minutes)."""
     from s2s.dataloaders import dataset_lengths
 

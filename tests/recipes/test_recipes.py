@@ -211,7 +211,7 @@ def test_tokenize_splits_counts_truncation_and_can_refuse_it(tokenizer, tmp_path
     )
     with caplog.at_level("WARNING", logger="recipes"):
         tokenized = preprocessing.tokenize_splits({"train": raw}, tokenizer, data_args)
-    assert tokenized["train"].column_names == ["input_ids", "attention_mask", "labels"]
+    assert tokenized["train"].column_names == ["input_ids", "attention_mask", "labels", "length"]
     longest = max(len(x) for x in tokenized["train"]["input_ids"])
     assert longest == 10 and "sources are longer than max_source_length=10" in caplog.text
     data_args.error_on_truncation = True
