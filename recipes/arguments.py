@@ -22,8 +22,16 @@ class ModelArguments:
 
     model_name_or_path: str | None = None
     """A trained model to start from: an s2s output_dir or saved model (config.json + model.safetensors), or a
-    Hugging Face seq2seq model directory (needs `transformers`; nothing is downloaded). Unset: a new model of
+    Hugging Face seq2seq model directory (nothing is downloaded; see `model_engine`). Unset: a new model of
     size `model_preset`."""
+
+    model_engine: Literal["s2s", "transformers"] = "s2s"
+    """How a Hugging Face folder given as `model_name_or_path` runs. "s2s": imported into the toolkit's own
+    Transformer (BART, mBART, Marian, M2M100/NLLB, T5 families), which trains and decodes on our engine; its
+    generation settings (decoder start, forced BOS, lengths, beams) come along, decide evaluation and
+    prediction, and are saved with the trained model, which is then an s2s folder. "transformers": the Hugging
+    Face model as it is (needs `transformers`), e.g. for a family the import does not support. An s2s folder
+    always loads as ours, and is refused with "transformers"."""
 
     model_preset: Literal["tiny", "small", "base"] = "small"
     """Size of a new model: "tiny" (d_model 64, 2+2 layers), "small" (256, 3+3), "base" (512, 6+6)."""

@@ -3,9 +3,10 @@
     echo "Ein Mann fährt Fahrrad." | python -m recipes.generate out/
     python -m recipes.generate out/ --input news.de --output news.en --num_beams 5 --batch_size 64
 
-`out/` is a recipe's output_dir (or any folder with a saved model and its tokenizer). One input line gives one
-output line, in the same order; empty input lines give empty output lines. The source prefix and the length
-limits the model was trained with (recipe_args.json) are applied unless overridden.
+`out/` is a recipe's output_dir, or any folder with a saved model and its tokenizer. A Hugging Face model folder
+decodes on our engine, imported with its generation settings; `--model_engine transformers` keeps Hugging Face's
+model. One input line gives one output line, in the same order; empty input lines give empty output lines. The
+source prefix and the length limits the model was trained with (recipe_args.json) are applied unless overridden.
 """
 
 from __future__ import annotations
@@ -23,27 +24,21 @@ if __package__ in (None, ""):  # `python recipes/generate.py`: make the reposito
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from recipes.cli import DEBUG_HELP, run_command
-from recipes.hf_models import is_hf_model_dir
+from recipes.hf_models import ENGINES, load_model_folder
 from recipes.outputs import RECIPE_ARGS_FILE
 from recipes.tokenizer import load_any_tokenizer
 
 logger = logging.getLogger("recipes.generate")
 
 
-def load_model(model_dir: str | Path) -> tuple[Any, Any]:
-    """The model (eval mode) and tokenizer saved in `model_dir`."""
+def load_model(model_dir: str | Path, *, engine: str = "s2s") -> tuple[Any, Any]:
+    """The model (eval mode) and tokenizer saved in `model_dir`. A Hugging Face folder is imported into our
+    engine, or with `engine="transformers"` kept as Hugging Face's own model."""
     path = Path(model_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder; pass a recipe's output_dir")
     tokenizer = load_any_tokenizer(path)
-    if is_hf_model_dir(path):
-        import transformers
-
-        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(path), local_files_only=True)
-    else:
-        from s2s.models import TransformerForConditionalGeneration
-
-        model = TransformerForConditionalGeneration.from_pretrained(path)
+    model = load_model_folder(path, engine)
     return model.eval(), tokenizer
 
 
@@ -129,7 +124,10 @@ def main(
     argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipes.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", help="a recipe's output_dir (model, tokenizer, generation config)")
+    parser.add_argument(
+        "model_dir",
+        help="a recipe's output_dir or a Hugging Face model folder (model, tokenizer, generation config)",
+    )
     parser.add_argument("--input", help="file with one source per line (default: stdin)")
     parser.add_argument("--output", help="file to write one output per line (default: stdout)")
     parser.add_argument("--num_beams", type=int, help="beam width (default: the model's generation config)")
@@ -138,6 +136,13 @@ def main(
     )
     parser.add_argument("--batch_size", type=int, default=32, help="sources per generate call (default 32)")
     parser.add_argument("--source_prefix", help="text put before each source (default: as trained)")
+    parser.add_argument(
+        "--model_engine",
+        choices=ENGINES,
+        default="s2s",
+        help="a Hugging Face model folder decodes on our engine (s2s, the default: imported, with its "
+        "generation settings) or as Hugging Face's own model (transformers)",
+    )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     for name in ("num_beams", "max_new_tokens", "batch_size"):
@@ -145,7 +150,7 @@ def main(
         if value is not None and value < 1:
             parser.error(f"--{name} must be >= 1, got {value}")
 
-    model, tokenizer = load_model(args.model_dir)
+    model, tokenizer = load_model(args.model_dir, engine=args.model_engine)
     settings = recipe_settings(args.model_dir)
     prefix = args.source_prefix if args.source_prefix is not None else settings.get("source_prefix") or ""
     texts = read_input(args.input) if args.input else _read_lines(stdin or sys.stdin)

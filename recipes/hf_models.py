@@ -1,5 +1,7 @@
-"""Telling a Hugging Face model folder from one of ours, and importing `transformers` only for one: s2s never
-needs it otherwise."""
+"""Hugging Face model folders in the recipes: telling one from ours, and loading it on the engine the user
+chose. By default the folder is imported into our `TransformerForConditionalGeneration` (no `transformers`
+needed for the model); `--model_engine transformers` keeps Hugging Face's own model, and only then is
+`transformers` imported for it."""
 
 from __future__ import annotations
 
@@ -7,19 +9,47 @@ import json
 from pathlib import Path
 from typing import Any
 
+ENGINES = ("s2s", "transformers")
+
 
 def is_hf_model_dir(path: Path) -> bool:
     """A Hugging Face model folder: config.json whose model_type is not ours."""
     from s2s.models import TransformerConfig
 
+    model_type = _model_type(path)
+    return model_type is not None and model_type != TransformerConfig.model_type
+
+
+def is_s2s_model_dir(path: Path) -> bool:
+    """A folder our `from_pretrained` reads: config.json with our model_type."""
+    from s2s.models import TransformerConfig
+
+    return _model_type(path) == TransformerConfig.model_type
+
+
+def _model_type(path: Path) -> str | None:
     config = path / "config.json"
     if not config.is_file():
-        return False
+        return None
     try:
         model_type = json.loads(config.read_text()).get("model_type")
     except (json.JSONDecodeError, AttributeError):
+        return None
+    return model_type if isinstance(model_type, str) else None
+
+
+def holds_hf_tokenizer(path: Path) -> bool:
+    """A folder whose tokenizer `transformers` saved: its tokenizer_config.json names a tokenizer class and no
+    backend of ours (ours always records its backend). A recipe that trains an imported folder saves the
+    folder's tokenizer this way beside our model, so the model folder alone does not tell."""
+    config = path / "tokenizer_config.json"
+    if not config.is_file():
         return False
-    return model_type is not None and model_type != TransformerConfig.model_type
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "backend" not in data and "tokenizer_class" in data
 
 
 def import_transformers(path: Path) -> Any:
@@ -27,6 +57,42 @@ def import_transformers(path: Path) -> Any:
         import transformers
     except ImportError:
         raise ImportError(
-            f"{path} is a Hugging Face model folder; loading it needs transformers (pip install transformers)"
+            f"{path} is a Hugging Face folder; loading it as a Hugging Face model (or its Hugging Face "
+            "tokenizer) needs transformers (pip install transformers)"
         ) from None
     return transformers
+
+
+def load_model_folder(path: Path, engine: str) -> Any:
+    """The model saved in `path` on `engine`: an s2s folder as ours; a Hugging Face folder imported into ours
+    ("s2s") or as Hugging Face's own model ("transformers")."""
+    from s2s.models import TransformerForConditionalGeneration
+
+    if engine not in ENGINES:
+        raise ValueError(f"--model_engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if not is_hf_model_dir(path):
+        if engine == "transformers":
+            raise ValueError(
+                f"--model_engine transformers: {path} holds an s2s model (config.json model_type "
+                f"{_model_type(path)!r}), which transformers cannot load; drop --model_engine transformers, "
+                "or export it first with s2s.models.to_transformers"
+            )
+        return TransformerForConditionalGeneration.from_pretrained(path)
+    if engine == "transformers":
+        transformers = import_transformers(path)
+        return transformers.AutoModelForSeq2SeqLM.from_pretrained(str(path), local_files_only=True)
+    return import_hf_folder(path)
+
+
+def import_hf_folder(path: Path) -> Any:
+    """The folder as our model, with its generation settings (decoder start, forced BOS, lengths, beams);
+    a family we cannot stand in for is refused with the way to keep it as it is."""
+    from s2s.models import UnsupportedModelError, from_transformers
+
+    try:
+        model = from_transformers(path)
+    except UnsupportedModelError as err:
+        raise UnsupportedModelError(
+            f"{err}; --model_engine transformers keeps the Hugging Face model as it is (needs transformers)"
+        ) from err
+    return model.train()  # the mode of a model from from_pretrained, so both kinds of folder load alike

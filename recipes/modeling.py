@@ -8,16 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from recipes.arguments import DataArguments, ModelArguments
-from recipes.hf_models import import_transformers, is_hf_model_dir
+from recipes.hf_models import is_hf_model_dir, load_model_folder
 
 logger = logging.getLogger("recipes")
 
 
 def load_or_build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer: Any) -> Any:
-    """A saved model (s2s or Hugging Face), or a new `TransformerForConditionalGeneration` sized for the
-    tokenizer; checks that the tokenizer fits the model and the length limits fit its positions."""
+    """A saved model (s2s, or a Hugging Face folder on `model_engine`), or a new
+    `TransformerForConditionalGeneration` sized for the tokenizer; checks that the tokenizer fits the model and
+    the length limits fit its positions."""
     path = Path(model_args.model_name_or_path) if model_args.model_name_or_path else None
-    model = _load_model(path) if path is not None else _new_model(model_args, tokenizer)
+    engine = model_args.model_engine
+    if path is None and engine != "s2s":
+        raise ValueError(
+            f"--model_engine {engine} chooses how a Hugging Face folder given as --model_name_or_path runs; "
+            "without one the job builds a new s2s model: drop --model_engine or pass --model_name_or_path"
+        )
+    model = _load_model(path, engine) if path is not None else _new_model(model_args, tokenizer)
     _check_tokenizer_fits(model, tokenizer, path)
     _check_positions(model, data_args)
     n_params = sum(p.numel() for p in model.parameters())
@@ -25,16 +32,16 @@ def load_or_build_model(model_args: ModelArguments, data_args: DataArguments, to
     return model
 
 
-def _load_model(path: Path) -> Any:
-    from s2s.models import TransformerForConditionalGeneration
-
+def _load_model(path: Path, engine: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"model_name_or_path={str(path)!r}: no such folder")
     if is_hf_model_dir(path):
-        return import_transformers(path).AutoModelForSeq2SeqLM.from_pretrained(
-            str(path), local_files_only=True
+        logger.info(
+            "%s is a Hugging Face folder: %s",
+            path,
+            "imported into the s2s engine" if engine == "s2s" else "kept as the transformers model",
         )
-    return TransformerForConditionalGeneration.from_pretrained(path)
+    return load_model_folder(path, engine)
 
 
 def _new_model(model_args: ModelArguments, tokenizer: Any) -> Any:
@@ -55,14 +62,15 @@ def _new_model(model_args: ModelArguments, tokenizer: Any) -> Any:
 
 
 def _check_positions(model: Any, data_args: DataArguments) -> None:
-    """Learned position embeddings stop at max_position_embeddings: longer inputs would index past them."""
+    """Learned position embeddings stop at max_position_embeddings: longer inputs would index past them.
+    Relative positions (T5) have no such end."""
     limit = getattr(model.config, "max_position_embeddings", None)
     longest = max(
         data_args.max_source_length, data_args.max_target_length, data_args.val_max_target_length or 0
     )
     if (
         limit is not None
-        and getattr(model.config, "position_embedding", "learned") != "sinusoidal"
+        and getattr(model.config, "position_embedding", "learned") not in ("sinusoidal", "relative")
         and longest > limit
     ):
         raise ValueError(
