@@ -28,13 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from samplers.sharding import check_replicas
 from samplers.streaming.buffer_batches import buffer_batches
+from samplers.streaming.buffer_record import decode_buffer, encode_buffer, line_layout
 from samplers.streaming.shard_lines import Shard, shard_paths
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,28 @@ logger = logging.getLogger(__name__)
 class _Cursor:
     """Where this rank stands in an epoch: the start of the current buffer (``shard``, an index into this
     rank's shard list, and ``position`` in it, None for its start), the buffer's number, how many of its
-    batches were handed out, and the too-long examples skipped before the buffer."""
+    batches were handed out, the too-long examples skipped before the buffer, and, in the middle of a
+    buffer, its ``record`` (``buffer_record``: every line's lengths), from which a resume plans the buffer's
+    batches without tokenizing it again."""
 
     shard: int = 0
     position: dict[str, Any] | None = None
     buffer: int = 0
     batches: int = 0
     skipped: int = 0
+    record: dict[str, Any] | None = None
+
+
+class _Filled(NamedTuple):
+    """One buffer, ready to hand out: its batches (positions among its kept examples), a function giving
+    batch ``j``'s examples, the position after its last example, the too-long examples it left out, and its
+    record for ``state_dict``."""
+
+    batches: list[np.ndarray]
+    examples_of: Callable[[int], list[Any]]
+    end: tuple[int, dict[str, Any]]
+    skipped: int
+    record: dict[str, Any]
 
 
 class StreamingTokenBatches(IterableDataset):
@@ -163,7 +179,6 @@ class StreamingTokenBatches(IterableDataset):
             self._cursor = _Cursor()
         self._pass_complete = False
         shards, cursor = self.rank_shards(), self._cursor
-        examples = self._examples(shards, cursor.shard, cursor.position)
         start, buffer, skip, skipped = (
             (cursor.shard, cursor.position),
             cursor.buffer,
@@ -174,22 +189,30 @@ class StreamingTokenBatches(IterableDataset):
         # trained on, instead of the training loop waiting for it at every buffer boundary.
         pool = ThreadPoolExecutor(1, thread_name_prefix="stream-buffer") if self.prefetch else None
         try:
-            filled = self._fill(shards, examples, start)
+            if skip and cursor.record is not None:
+                # Resumed inside a buffer: its batches planned from the saved lengths, only the examples
+                # of the batches to come read and tokenized.
+                filled, examples = self._refill(shards, cursor, pool)
+            else:
+                examples = self._examples(shards, cursor.shard, cursor.position)
+                filled = self._fill(shards, examples, start, buffer)
             while filled is not None:
-                features, lengths, end, newly_skipped = filled
-                upcoming = pool.submit(self._fill, shards, examples, end) if pool else None
-                after = _Cursor(*end, buffer=buffer + 1, batches=0, skipped=skipped + newly_skipped)
-                batches = self._batches(lengths, buffer) if features else []
-                for j in range(skip, len(batches)):
+                upcoming = pool.submit(self._fill, shards, examples, filled.end, buffer + 1) if pool else None
+                after = _Cursor(*filled.end, buffer=buffer + 1, batches=0, skipped=skipped + filled.skipped)
+                for j in range(skip, len(filled.batches)):
                     # Set before yielding: state_dict() taken after receiving a batch resumes after it.
-                    last = j + 1 == len(batches)
+                    last = j + 1 == len(filled.batches)
                     self._cursor = (
-                        after if last else _Cursor(*start, buffer=buffer, batches=j + 1, skipped=skipped)
+                        after
+                        if last
+                        else _Cursor(
+                            *start, buffer=buffer, batches=j + 1, skipped=skipped, record=filled.record
+                        )
                     )
-                    yield [features[i] for i in batches[j]]
+                    yield filled.examples_of(j)
                 self._cursor = after
-                start, buffer, skip, skipped = end, buffer + 1, 0, skipped + newly_skipped
-                filled = upcoming.result() if upcoming else self._fill(shards, examples, start)
+                start, buffer, skip, skipped = filled.end, buffer + 1, 0, skipped + filled.skipped
+                filled = upcoming.result() if upcoming else self._fill(shards, examples, start, buffer)
         finally:
             if pool is not None:
                 # A pass left early (max_steps reached) does not wait for a read-ahead it will not use.
@@ -221,39 +244,151 @@ class StreamingTokenBatches(IterableDataset):
         for count, example in enumerate(islice(self.read_shard(shard), done, None), start=done + 1):
             yield example, {"examples": count}
 
-    def _fill(self, shards: list[Shard], examples: Iterator, start: tuple[int, Any]):
-        """The next buffer: up to ``buffer_size`` examples tokenized, their ``(source, target)`` lengths, the
-        position after the last, and how many were left out as too long; None when the epoch has no more."""
+    def _fill(
+        self, shards: list[Shard], examples: Iterator, start: tuple[int, Any], buffer: int
+    ) -> _Filled | None:
+        """The next buffer: up to ``buffer_size`` examples read, tokenized and cut into batches; None when
+        the epoch has no more."""
         read = list(islice(examples, self.buffer_size))
         if not read:
             return None
-        raw = [example for example, _ in read]
-        if self.batch_tokenize is not None:
-            tokenized = list(self.batch_tokenize(raw))
-            if len(tokenized) != len(raw):
-                raise ValueError(f"batch_tokenize returned {len(tokenized)} examples for {len(raw)}")
-        elif self.tokenize is not None:
-            tokenized = [self.tokenize(example) for example in raw]
-        else:
-            tokenized = raw
+        tokenized = self._tokenize([example for example, _ in read])
         features: list[dict[str, Any]] = []
         lengths: list[tuple[int, int]] = []
         skipped = 0
-        for example, (index, after) in zip(tokenized, (at for _, at in read), strict=True):
-            pair = self._lengths(example, shards[index], after)
+        every = np.zeros((len(read), 2), dtype=np.int64)  # every example's lengths, for the record
+        for k, (example, (index, after)) in enumerate(zip(tokenized, (at for _, at in read), strict=True)):
+            pair = every[k] = self._lengths(example, shards[index], after)
             if max(pair) > self.max_tokens:
-                if not self.skip_too_long:
-                    raise ValueError(
-                        f"{_where(shards[index], after)}: the example's (source, target) lengths {pair} exceed "
-                        f"max_tokens={self.max_tokens}; raise max_tokens, truncate or filter long examples, or "
-                        "pass skip_too_long=True"
-                    )
+                self._too_long(shards[index], after, pair)
                 skipped += 1
                 continue
             features.append(example)
             lengths.append(pair)
         self.num_skipped += skipped
-        return features, np.asarray(lengths, dtype=np.int64).reshape(-1, 2), read[-1][1], skipped
+        kept = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
+        batches = self._batches(kept, buffer) if features else []
+        places = [(index, _line_number(after)) for _, (index, after) in read]
+        record = encode_buffer(*line_layout(start[0], _line_number(start[1]), places, every))
+        return _Filled(batches, lambda j: [features[i] for i in batches[j]], read[-1][1], skipped, record)
+
+    def _refill(
+        self, shards: list[Shard], cursor: _Cursor, pool: ThreadPoolExecutor | None
+    ) -> tuple[_Filled, Iterator]:
+        """The buffer a saved position is inside, from its record: the lines it spans read again (undecoded
+        when the reader can, ``ShardLines.read_lines_from``), its batches planned from the saved lengths,
+        and the examples of the batches after the handed-out ones parsed and tokenized in chunks as they
+        are needed, the first chunk one batch, so the first batch comes after one batch's tokenization.
+        Also the examples after the buffer, read on from where it ends (a shard is not opened twice)."""
+        segments, line_lengths = decode_buffer(cursor.record)
+        raw_lines = hasattr(self.read_shard, "read_lines_from")
+        lines, following = self._reread(shards, cursor, segments, raw_lines)
+        is_example = line_lengths[:, 0] >= 0
+        entries = [line for line, keep in zip(lines, is_example.tolist(), strict=True) if keep]
+        lengths = line_lengths[is_example]
+        kept = lengths.max(axis=1, initial=0) <= self.max_tokens
+        for i in np.flatnonzero(~kept):
+            index, _, after = entries[i]
+            self._too_long(shards[index], after, tuple(lengths[i].tolist()))
+        skipped = int((~kept).sum())
+        self.num_skipped += skipped
+        entries = [entry for entry, keep in zip(entries, kept.tolist(), strict=True) if keep]
+        lengths = lengths[kept]
+        batches = self._batches(lengths, cursor.buffer) if len(entries) else []
+
+        def tokenize_chunk(first: int, stop: int) -> dict[int, Any]:
+            positions = np.concatenate(batches[first:stop]).tolist()
+            raw = []
+            for i in positions:
+                index, item, after = entries[i]
+                example = self.read_shard.parse_line(shards[index], item, after) if raw_lines else item
+                if example is None:
+                    raise ValueError(_changed(f"{_where(shards[index], after)} is no example now"))
+                raw.append(example)
+            tokenized = self._tokenize(raw)
+            for i, example in zip(positions, tokenized, strict=True):
+                index, _, after = entries[i]
+                entries[i] = None  # its line is no longer needed
+                pair = self._lengths(example, shards[index], after)
+                if pair != tuple(lengths[i].tolist()):
+                    raise ValueError(
+                        f"{_where(shards[index], after)}: the example's (source, target) lengths are {pair} "
+                        f"but the saved position recorded {tuple(lengths[i].tolist())}: the tokenizer or the "
+                        "shard changed since it was saved; resume with the same tokenizer and files, or start a "
+                        "fresh epoch"
+                    )
+            return dict(zip(positions, tokenized, strict=True))
+
+        chunks: dict[int, Any] = {}  # first batch of a chunk -> its examples (a future with prefetch)
+        first, size = cursor.batches, 1
+        while first < len(batches):
+            stop = min(first + size, len(batches))
+            chunks[first] = pool.submit(tokenize_chunk, first, stop) if pool else (first, stop)
+            first, size = stop, min(2 * size, 64)
+        ready: dict[int, Any] = {}
+
+        def examples_of(j: int) -> list[Any]:
+            if j in chunks:
+                chunk = chunks.pop(j)
+                ready.update(chunk.result() if pool else tokenize_chunk(*chunk))
+            return [ready.pop(i) for i in batches[j].tolist()]
+
+        last = lines[-1]
+        return _Filled(batches, examples_of, (last[0], last[2]), skipped, cursor.record), following
+
+    def _reread(
+        self, shards: list[Shard], cursor: _Cursor, segments: list[int], raw_lines: bool
+    ) -> tuple[list[tuple[int, Any, dict[str, Any]]], Iterator]:
+        """The lines of the buffer that starts at ``cursor`` (``segments``: how many in each shard), each as
+        ``(shard index, undecoded line or example, position after it)``, and the examples after them: the
+        rest of the last shard, read on from there, then the next shards."""
+        lines: list[tuple[int, Any, dict[str, Any]]] = []
+        for k, count in enumerate(segments):
+            index = cursor.shard + k
+            if index >= len(shards):
+                raise ValueError(
+                    _changed(f"the saved position spans {len(segments)} shard(s) from {cursor.shard}")
+                )
+            start = cursor.position if k == 0 else None
+            if raw_lines:
+                read = self.read_shard.read_lines_from(shards[index], start)
+            else:
+                read = self._read_from(shards[index], start)
+            got = [(index, item, after) for item, after in islice(read, count)]
+            if len(got) < count:
+                raise ValueError(
+                    _changed(f"{_name(shards[index])} has fewer lines than the saved buffer read")
+                )
+            lines += got
+            if k + 1 < len(segments):
+                read.close()
+        rest = self.read_shard.parse_lines(shards[index], read) if raw_lines else read
+        return lines, self._read_on(shards, index, rest)
+
+    def _read_on(
+        self, shards: list[Shard], index: int, rest: Iterator[tuple[Any, dict[str, Any]]]
+    ) -> Iterator[tuple[Any, tuple[int, dict[str, Any]]]]:
+        for example, after in rest:
+            yield example, (index, after)
+        yield from self._examples(shards, index + 1, None)
+
+    def _tokenize(self, raw: list[Any]) -> list[Any]:
+        if self.batch_tokenize is not None:
+            tokenized = list(self.batch_tokenize(raw))
+            if len(tokenized) != len(raw):
+                raise ValueError(f"batch_tokenize returned {len(tokenized)} examples for {len(raw)}")
+            return tokenized
+        if self.tokenize is not None:
+            return [self.tokenize(example) for example in raw]
+        return raw
+
+    def _too_long(self, shard: Shard, position: dict[str, Any], pair: tuple[int, int]) -> None:
+        if not self.skip_too_long:
+            raise ValueError(
+                f"{_where(shard, position)}: the example's (source, target) lengths {pair} exceed "
+                f"max_tokens={self.max_tokens}; raise max_tokens, truncate or filter long examples, or "
+                "pass skip_too_long=True"
+            )
 
     def _lengths(self, features: Any, shard: Shard, position: dict[str, Any]) -> tuple[int, int]:
         try:
@@ -295,7 +430,7 @@ class StreamingTokenBatches(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position (the next pass yields the batches after it); the settings saved
         with it must match, since on other shards, seeds or ranks the position means other data."""
-        missing = {"epoch", *asdict(_Cursor())} - set(state)
+        missing = {"epoch", *asdict(_Cursor())} - {"record"} - set(state)  # a record is optional
         if missing:
             raise KeyError(f"streaming state is missing {sorted(missing)}; got keys {sorted(state)}")
         for key, value in self._settings().items():
@@ -305,7 +440,7 @@ class StreamingTokenBatches(IterableDataset):
                     f"{key}={value!r}; resume with the same shards and settings, or start a fresh epoch"
                 )
         self.epoch = int(state["epoch"])
-        self._cursor = _Cursor(**{key: state[key] for key in asdict(_Cursor())})
+        self._cursor = _Cursor(**{key: state.get(key) for key in asdict(_Cursor())})
         self._pass_complete = False
 
     def _settings(self) -> dict[str, Any]:
@@ -328,8 +463,25 @@ def _digest(shards: list[Shard]) -> str:
     return hashlib.sha1(names.encode()).hexdigest()[:16]
 
 
+def _name(shard: Shard) -> str:
+    return " + ".join(map(str, shard)) if isinstance(shard, (tuple, list)) else str(shard)
+
+
 def _where(shard: Shard, position: dict[str, Any]) -> str:
-    name = " + ".join(map(str, shard)) if isinstance(shard, (tuple, list)) else str(shard)
     if "lines" in position:
-        return f"{name}, line {position['lines']}"
-    return f"{name}, example {position['examples']}"
+        return f"{_name(shard)}, line {position['lines']}"
+    return f"{_name(shard)}, example {position['examples']}"
+
+
+def _line_number(position: dict[str, Any] | None) -> int:
+    """Lines (or, for a reader without lines, examples) read in the shard up to ``position``."""
+    if position is None:
+        return 0
+    return int(position["lines"] if "lines" in position else position["examples"])
+
+
+def _changed(what: str) -> str:
+    return (
+        f"{what}: the shards changed since the streaming position was saved; resume on the same files, or "
+        "start a fresh epoch"
+    )

@@ -47,6 +47,27 @@ class ShardLines:
             yield example
 
     def read_from(self, shard: Shard, position: Position | None) -> Iterator[tuple[Any, Position]]:
+        return self.parse_lines(shard, self.read_lines_from(shard, position))
+
+    def parse_lines(
+        self, shard: Shard, lines: Iterator[tuple[list[bytes], Position]]
+    ) -> Iterator[tuple[Any, Position]]:
+        """``(example, position after it)`` for the lines of ``shard`` that ``read_lines_from`` gave (the rest
+        of them, for a reader that parsed some already); bad lines reported when they run out."""
+        paths = shard_paths(shard)
+        bad: list[str] = []
+        for raws, after in lines:
+            example = self._parse(paths, raws, after["lines"], bad)
+            if example is not None:
+                yield example, after
+        self._report(paths, bad)
+
+    def read_lines_from(
+        self, shard: Shard, position: Position | None
+    ) -> Iterator[tuple[list[bytes], Position]]:
+        """Every line from ``position`` on, undecoded (one ``bytes`` per file of the shard), with the position
+        after it: what ``read_from`` parses. A resumed stream reads its buffer's lines this way and parses only
+        those it still needs (``parse_line``), which costs a fraction of parsing them all."""
         paths = shard_paths(shard)
         lines = int(position["lines"]) if position else 0
         offsets = position.get("bytes") if position else None
@@ -59,29 +80,33 @@ class ShardLines:
             elif lines:
                 _skip_lines(files, paths, lines)
             tells = [f.tell() if seekable else 0 for f in files]
-            bad: list[str] = []
             while True:
                 raws = [_next_line(f, path, lines + 1) for f, path in zip(files, paths, strict=True)]
                 if all(raw is None for raw in raws):
-                    self._report(paths, bad)
                     return
                 if any(raw is None for raw in raws):
                     _unequal_lengths(paths, raws, lines)
                 lines += 1
                 if seekable:
                     tells = [t + len(raw) for t, raw in zip(tells, raws, strict=True)]
-                try:
-                    texts = [_decode(raw, path, lines) for raw, path in zip(raws, paths, strict=True)]
-                except ValueError as exc:
-                    self._bad_line(str(exc), bad, exc)
-                    continue
-                try:
-                    example = self.parse(*texts)
-                except ValueError as exc:
-                    self._bad_line(f"{_where(paths)}, line {lines}: {exc}", bad, exc)
-                    continue
-                if example is not None:
-                    yield example, {"lines": lines, "bytes": list(tells) if seekable else None}
+                yield raws, {"lines": lines, "bytes": list(tells) if seekable else None}
+
+    def parse_line(self, shard: Shard, raws: list[bytes], position: Position) -> Any:
+        """The example of one line ``read_lines_from`` gave (None for a line ``parse`` skips); a bad line is
+        handled as ``read_from`` handles it (raised naming file and line, or counted when skipped)."""
+        return self._parse(shard_paths(shard), raws, int(position["lines"]), self.bad_line_examples[:0])
+
+    def _parse(self, paths: list[Path], raws: list[bytes], number: int, bad: list[str]) -> Any:
+        try:
+            texts = [_decode(raw, path, number) for raw, path in zip(raws, paths, strict=True)]
+        except ValueError as exc:
+            self._bad_line(str(exc), bad, exc)
+            return None
+        try:
+            return self.parse(*texts)
+        except ValueError as exc:
+            self._bad_line(f"{_where(paths)}, line {number}: {exc}", bad, exc)
+            return None
 
     def _bad_line(self, message: str, bad: list[str], cause: ValueError) -> None:
         if not self.skip_bad_lines:
