@@ -89,6 +89,7 @@ def import_hf_folder(path: Path) -> Any:
     a family we cannot stand in for is refused with the way to keep it as it is."""
     from s2s.models import UnsupportedModelError, from_transformers
 
+    _refuse_pickled_weights(path)
     try:
         model = from_transformers(path)
     except UnsupportedModelError as err:
@@ -96,3 +97,21 @@ def import_hf_folder(path: Path) -> Any:
             f"{err}; --model_engine transformers keeps the Hugging Face model as it is (needs transformers)"
         ) from err
     return model.train()  # the mode of a model from from_pretrained, so both kinds of folder load alike
+
+
+def _refuse_pickled_weights(path: Path) -> None:
+    """The recipes read weights through safetensors only: a pytorch_model.bin is a pickle, which can run code
+    when loaded. The import's own refusal points at its Python opt-in, which has no command-line form here."""
+    from s2s.models.hf_folder import PICKLE_FILE, PICKLE_INDEX_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE
+
+    if any((path / name).is_file() for name in (SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE)):
+        return
+    pickled = [path / name for name in (PICKLE_FILE, PICKLE_INDEX_FILE) if (path / name).is_file()]
+    if pickled:
+        raise ValueError(
+            f"{pickled[0]} is a pickle, which can run arbitrary code when loaded, and the recipes read weights "
+            "only from safetensors: re-save the folder once with transformers "
+            "(AutoModelForSeq2SeqLM.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)), "
+            "or import it in Python with s2s.models.from_transformers(folder, allow_pickle=True) and "
+            "save_pretrained the result"
+        )

@@ -313,3 +313,15 @@ def test_the_transformers_engine_without_transformers_says_what_to_install(tmp_p
         load_model_folder(folder, "transformers")
     # the default engine does not need it for the model: the import reads the folder's files itself
     assert type(load_model_folder(folder, "s2s")) is TransformerForConditionalGeneration
+
+
+def test_pickled_weights_are_refused_with_the_ways_to_use_them(tmp_path):
+    folder = hf_folder("bart", tmp_path / "bart")
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(folder))
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder, safe_serialization=False)  # the older pytorch_model.bin
+    assert (folder / "pytorch_model.bin").is_file()
+    with pytest.raises(
+        ValueError, match=r"pytorch_model.bin is a pickle.*safe_serialization=True.*allow_pickle"
+    ):
+        load_model_folder(folder, "s2s")
