@@ -283,38 +283,39 @@ class StreamingTokenBatches(IterableDataset):
         segments, line_lengths = decode_buffer(cursor.record)
         raw_lines = hasattr(self.read_shard, "read_lines_from")
         lines, following = self._reread(shards, cursor, segments, raw_lines)
-        is_example = line_lengths[:, 0] >= 0
-        entries = [line for line, keep in zip(lines, is_example.tolist(), strict=True) if keep]
-        lengths = line_lengths[is_example]
+        shard_of = np.repeat(np.arange(cursor.shard, cursor.shard + len(segments)), segments)
+        examples = np.flatnonzero(line_lengths[:, 0] >= 0)  # the lines that are examples
+        lengths = line_lengths[examples]
         kept = lengths.max(axis=1, initial=0) <= self.max_tokens
         for i in np.flatnonzero(~kept):
-            index, _, after = entries[i]
-            self._too_long(shards[index], after, tuple(lengths[i].tolist()))
+            line = int(examples[i])
+            self._too_long(shards[shard_of[line]], lines.position(line), tuple(lengths[i].tolist()))
         skipped = int((~kept).sum())
         self.num_skipped += skipped
-        entries = [entry for entry, keep in zip(entries, kept.tolist(), strict=True) if keep]
-        lengths = lengths[kept]
-        batches = self._batches(lengths, cursor.buffer) if len(entries) else []
+        examples, lengths = examples[kept], lengths[kept]
+        batches = self._batches(lengths, cursor.buffer) if len(examples) else []
 
         def tokenize_chunk(first: int, stop: int) -> dict[int, Any]:
             positions = np.concatenate(batches[first:stop]).tolist()
             raw = []
             for i in positions:
-                index, item, after = entries[i]
-                example = self.read_shard.parse_line(shards[index], item, after) if raw_lines else item
+                line = int(examples[i])
+                shard, where = shards[shard_of[line]], lines.position(line)
+                example = lines.example(self.read_shard, shard, line) if raw_lines else lines.items[line]
                 if example is None:
-                    raise ValueError(_changed(f"{_where(shards[index], after)} is no example now"))
+                    raise ValueError(_changed(f"{_where(shard, where)} is no example now"))
                 raw.append(example)
             tokenized = self._tokenize(raw)
             for i, example in zip(positions, tokenized, strict=True):
-                index, _, after = entries[i]
-                entries[i] = None  # its line is no longer needed
-                pair = self._lengths(example, shards[index], after)
+                line = int(examples[i])
+                lines.items[line] = None  # no longer needed
+                shard, where = shards[shard_of[line]], lines.position(line)
+                pair = self._lengths(example, shard, where)
                 if pair != tuple(lengths[i].tolist()):
                     raise ValueError(
-                        f"{_where(shards[index], after)}: the example's (source, target) lengths are {pair} "
-                        f"but the saved position recorded {tuple(lengths[i].tolist())}: the tokenizer or the "
-                        "shard changed since it was saved; resume with the same tokenizer and files, or start a "
+                        f"{_where(shard, where)}: the example's (source, target) lengths are {pair} but the "
+                        f"saved position recorded {tuple(lengths[i].tolist())}: the tokenizer or the shard "
+                        "changed since it was saved; resume with the same tokenizer and files, or start a "
                         "fresh epoch"
                     )
             return dict(zip(positions, tokenized, strict=True))
@@ -333,16 +334,15 @@ class StreamingTokenBatches(IterableDataset):
                 ready.update(chunk.result() if pool else tokenize_chunk(*chunk))
             return [ready.pop(i) for i in batches[j].tolist()]
 
-        last = lines[-1]
-        return _Filled(batches, examples_of, (last[0], last[2]), skipped, cursor.record), following
+        end = (cursor.shard + len(segments) - 1, lines.end)
+        return _Filled(batches, examples_of, end, skipped, cursor.record), following
 
     def _reread(
         self, shards: list[Shard], cursor: _Cursor, segments: list[int], raw_lines: bool
-    ) -> tuple[list[tuple[int, Any, dict[str, Any]]], Iterator]:
-        """The lines of the buffer that starts at ``cursor`` (``segments``: how many in each shard), each as
-        ``(shard index, undecoded line or example, position after it)``, and the examples after them: the
-        rest of the last shard, read on from there, then the next shards."""
-        lines: list[tuple[int, Any, dict[str, Any]]] = []
+    ) -> tuple[_Lines, Iterator]:
+        """The lines of the buffer that starts at ``cursor`` (``segments``: how many in each shard), and the
+        examples after them: the rest of the last shard, read on from there, then the next shards."""
+        lines = _Lines()
         for k, count in enumerate(segments):
             index = cursor.shard + k
             if index >= len(shards):
@@ -354,12 +354,10 @@ class StreamingTokenBatches(IterableDataset):
                 read = self.read_shard.read_lines_from(shards[index], start)
             else:
                 read = self._read_from(shards[index], start)
-            got = [(index, item, after) for item, after in islice(read, count)]
-            if len(got) < count:
+            if lines.extend(islice(read, count)) < count:
                 raise ValueError(
                     _changed(f"{_name(shards[index])} has fewer lines than the saved buffer read")
                 )
-            lines += got
             if k + 1 < len(segments):
                 read.close()
         rest = self.read_shard.parse_lines(shards[index], read) if raw_lines else read
@@ -461,6 +459,36 @@ def _digest(shards: list[Shard]) -> str:
     to refuse a position saved on another file list."""
     names = "\n".join("\t".join(Path(p).name for p in shard_paths(s)) for s in shards)
     return hashlib.sha1(names.encode()).hexdigest()[:16]
+
+
+class _Lines:
+    """The lines a resume reads again, kept small: the undecoded bytes of a one-file line (or the example, for
+    a reader without lines) and the line's number, never a position dict or list per line. Holding 200,000 of
+    those made Python's cyclic garbage collector run over them again and again: two thirds of a resume."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.numbers: list[int] = []
+        self.key = "lines"
+        self.end: dict[str, Any] = {}
+
+    def extend(self, read: Iterator[tuple[Any, dict[str, Any]]]) -> int:
+        """Add the lines of one shard; how many there were."""
+        count = 0
+        for item, after in read:
+            self.items.append(item[0] if isinstance(item, list) and len(item) == 1 else item)
+            self.key = "lines" if "lines" in after else "examples"
+            self.numbers.append(after[self.key])
+            self.end = after
+            count += 1
+        return count
+
+    def position(self, line: int) -> dict[str, Any]:
+        return {self.key: self.numbers[line]}
+
+    def example(self, reader: Any, shard: Shard, line: int) -> Any:
+        item = self.items[line]
+        return reader.parse_line(shard, [item] if isinstance(item, bytes) else item, self.position(line))
 
 
 def _name(shard: Shard) -> str:

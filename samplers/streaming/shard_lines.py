@@ -80,6 +80,9 @@ class ShardLines:
             elif lines:
                 _skip_lines(files, paths, lines)
             tells = [f.tell() if seekable else 0 for f in files]
+            if len(files) == 1:
+                yield from _single_file_lines(files[0], paths[0], lines, tells[0] if seekable else None)
+                return
             while True:
                 raws = [_next_line(f, path, lines + 1) for f, path in zip(files, paths, strict=True)]
                 if all(raw is None for raw in raws):
@@ -135,6 +138,25 @@ def _open(path: Path) -> BinaryIO:
     with open(path, "rb") as probe:
         compressed = probe.read(2) == _GZIP_MAGIC
     return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]
+
+
+def _single_file_lines(
+    f: BinaryIO, path: Path, lines: int, tell: int | None
+) -> Iterator[tuple[list[bytes], Position]]:
+    """``read_lines_from`` for a one-file shard, the common case: the file iterated directly, without the
+    per-line bookkeeping of parallel files (a resume reads a whole buffer's lines, 200,000 of them, this way)."""
+    try:
+        for raw in f:
+            lines += 1
+            if tell is None:
+                yield [raw], {"lines": lines, "bytes": None}
+            else:
+                tell += len(raw)
+                yield [raw], {"lines": lines, "bytes": [tell]}
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(
+            f"{path}, line {lines + 1}: the gzip stream is corrupt or truncated ({exc})"
+        ) from exc
 
 
 def _next_line(f: BinaryIO, path: Path, number: int) -> bytes | None:
