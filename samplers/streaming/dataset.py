@@ -9,10 +9,13 @@ every run.
 
 Why a buffer that fills and drains rather than one that swaps an example in for each out (tf.data's shuffle):
 the position at a buffer's start, a shard and a place in it, is all a resume needs. ``state_dict()`` saves that
-position and how many of the buffer's batches were handed out; ``load_state_dict`` re-reads one buffer from
-there (a ``seek`` in a plain file, the current shard alone for gzip), rebuilds its batches and continues after
-the handed-out ones: exactly the batches the uninterrupted epoch would still yield, without reading the shards
-before. A swapping buffer holds examples from anywhere before, so its resume would need them saved or re-read.
+position, how many of the buffer's batches were handed out and the buffer's record (every line's lengths,
+``buffer_record``); ``load_state_dict`` re-reads the buffer's lines from there (a ``seek`` in a plain file, the
+current shard alone for gzip), plans its batches from the record and continues after the handed-out ones,
+parsing and tokenizing only their examples: exactly the batches the uninterrupted epoch would still yield,
+without reading the shards before, and at a cost that hardly grows with the buffer (so windows can be as large
+as large token budgets need). A swapping buffer holds examples from anywhere before, so its resume would need
+them saved or re-read.
 
 Every example of an epoch is yielded once on exactly one rank. Ranks may get different numbers of batches
 (their shards differ); a trainer that reads the stream epoch after epoch until ``max_steps`` (as the s2s
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -39,6 +43,8 @@ from samplers.streaming.buffer_record import decode_buffer, encode_buffer, line_
 from samplers.streaming.shard_lines import Shard, shard_paths
 
 logger = logging.getLogger(__name__)
+
+_TOKENIZE_CHUNK = 10_000  # examples per tokenizer call while a buffer fills: calls this large cost no more
 
 
 @dataclass
@@ -79,15 +85,18 @@ class StreamingTokenBatches(IterableDataset):
             method yielding ``(example, position)`` as ``ShardLines`` does, a resume seeks to the saved
             position; otherwise it reads the current shard again and skips the examples consumed.
         tokenize: ``tokenize(example) -> dict`` of token id lists (None: the examples are already tokenized).
-        batch_tokenize: instead of ``tokenize``, ``batch_tokenize(examples) -> list of dicts`` called once per
-            buffer: a tokenizer's batch call costs less per example (the project's sentencepiece tokenizer:
-            about a third), and a resume waits for one buffer's tokenization.
+        batch_tokenize: instead of ``tokenize``, ``batch_tokenize(examples) -> list of dicts`` called on up to
+            10,000 examples at a time: a tokenizer's batch call costs less per example (the project's
+            sentencepiece tokenizer: about a third). It must tokenize each example as it would alone (no
+            padding to the call's longest): a resume tokenizes only the examples still to come.
         max_tokens: the padded-token budget of a batch: ``batch size x max over the batch of max(source,
             target length)``, the larger of its two padded tensors.
         window_size: examples sorted by length together. Larger windows pad less, the more so the larger
             the batches: efficiency follows the number of batches a window makes (see bench/README.md).
         buffer_size: examples shuffled together, at least ``window_size`` (a multiple fills whole windows);
-            memory holds one buffer, and a resume reads and tokenizes at most one buffer again.
+            memory holds one buffer (its ids packed, 4 bytes a token). A resume inside a buffer reads its
+            lines again but parses and tokenizes only the examples still to come: its batches are planned
+            from the lengths saved with the position (``state_dict()["record"]``, about 2 bytes a line).
         source_key / target_key: the features whose lengths make an example's cost (no ``target_key`` in
             an example counts as an empty target).
         skip_too_long: an example costlier than ``max_tokens`` raises a ``ValueError`` naming its file and
@@ -252,25 +261,35 @@ class StreamingTokenBatches(IterableDataset):
         read = list(islice(examples, self.buffer_size))
         if not read:
             return None
-        tokenized = self._tokenize([example for example, _ in read])
+        raw = [example for example, _ in read]
+        places = [at for _, at in read]
+        del read  # the examples live in `raw` until their chunk is tokenized
         features: list[dict[str, Any]] = []
         lengths: list[tuple[int, int]] = []
         skipped = 0
-        every = np.zeros((len(read), 2), dtype=np.int64)  # every example's lengths, for the record
-        for k, (example, (index, after)) in enumerate(zip(tokenized, (at for _, at in read), strict=True)):
-            pair = every[k] = self._lengths(example, shards[index], after)
-            if max(pair) > self.max_tokens:
-                self._too_long(shards[index], after, pair)
-                skipped += 1
-                continue
-            features.append(example)
-            lengths.append(pair)
+        every = np.zeros((len(raw), 2), dtype=np.int64)  # every example's lengths, for the record
+        # Tokenized a chunk at a time, each chunk's text let go and its ids packed before the next: memory
+        # holds one buffer of packed ids and its text, not also a buffer of ids as Python lists.
+        for first in range(0, len(raw), _TOKENIZE_CHUNK):
+            chunk = raw[first : first + _TOKENIZE_CHUNK]
+            raw[first : first + len(chunk)] = [None] * len(chunk)
+            for k, example in enumerate(self._tokenize(chunk), start=first):
+                index, after = places[k]
+                pair = every[k] = self._lengths(example, shards[index], after)
+                if max(pair) > self.max_tokens:
+                    self._too_long(shards[index], after, pair)
+                    skipped += 1
+                    continue
+                features.append(_pack(example))
+                lengths.append(pair)
         self.num_skipped += skipped
         kept = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
         batches = self._batches(kept, buffer) if features else []
-        places = [(index, _line_number(after)) for _, (index, after) in read]
-        record = encode_buffer(*line_layout(start[0], _line_number(start[1]), places, every))
-        return _Filled(batches, lambda j: [features[i] for i in batches[j]], read[-1][1], skipped, record)
+        lines = [(index, _line_number(after)) for index, after in places]
+        record = encode_buffer(*line_layout(start[0], _line_number(start[1]), lines, every))
+        return _Filled(
+            batches, lambda j: [_unpack(features[i]) for i in batches[j]], places[-1], skipped, record
+        )
 
     def _refill(
         self, shards: list[Shard], cursor: _Cursor, pool: ThreadPoolExecutor | None
@@ -318,7 +337,7 @@ class StreamingTokenBatches(IterableDataset):
                         "changed since it was saved; resume with the same tokenizer and files, or start a "
                         "fresh epoch"
                     )
-            return dict(zip(positions, tokenized, strict=True))
+            return {i: _pack(example) for i, example in zip(positions, tokenized, strict=True)}
 
         chunks: dict[int, Any] = {}  # first batch of a chunk -> its examples (a future with prefetch)
         first, size = cursor.batches, 1
@@ -332,7 +351,7 @@ class StreamingTokenBatches(IterableDataset):
             if j in chunks:
                 chunk = chunks.pop(j)
                 ready.update(chunk.result() if pool else tokenize_chunk(*chunk))
-            return [ready.pop(i) for i in batches[j].tolist()]
+            return [_unpack(ready.pop(i)) for i in batches[j].tolist()]
 
         end = (cursor.shard + len(segments) - 1, lines.end)
         return _Filled(batches, examples_of, end, skipped, cursor.record), following
@@ -489,6 +508,34 @@ class _Lines:
     def example(self, reader: Any, shard: Shard, line: int) -> Any:
         item = self.items[line]
         return reader.parse_line(shard, [item] if isinstance(item, bytes) else item, self.position(line))
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _pack(example: Any) -> Any:
+    """A tokenized example as the buffer holds it: lists of ints as ``array('i')`` (4 bytes a token, where a
+    list of Python ints takes about 36), so a buffer of 200,000 examples, the size large budgets need to pad
+    little, holds a few hundred MB instead of over a GB. Anything else is kept as it is."""
+    if not isinstance(example, dict):
+        return example
+    packed = {}
+    for key, value in example.items():
+        if type(value) is list and all(type(v) is int and _INT32[0] <= v <= _INT32[1] for v in value):
+            value = _PackedIds("i", value)
+        packed[key] = value
+    return packed
+
+
+def _unpack(example: Any) -> Any:
+    """The example as it was tokenized (lists back as lists)."""
+    if not isinstance(example, dict):
+        return example
+    return {key: value.tolist() if type(value) is _PackedIds else value for key, value in example.items()}
+
+
+class _PackedIds(array):
+    """An ``array('i')`` the buffer made from a list (a user's own arrays are handed out unchanged)."""
 
 
 def _name(shard: Shard) -> str:

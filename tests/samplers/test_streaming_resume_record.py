@@ -146,3 +146,20 @@ def test_the_record_is_the_same_object_in_every_state_of_a_buffer(tmp_path):
     first = stream.state_dict()["record"]
     next(batches)
     assert stream.state_dict()["record"]["lengths"] is first["lengths"]
+
+
+def test_the_buffer_packs_id_lists_but_hands_out_what_the_tokenizer_gave(tmp_path):
+    paths = write_corpus(tmp_path, "jsonl", shards=2)
+
+    def with_extras(example):
+        ids = [len(word) for word in example["source"].split()]
+        return {"input_ids": ids, "labels": ids[::-1], "flags": [True, False], "weights": [0.5], "text": "x"}
+
+    batches = list(make(paths, tokenizer=with_extras))
+    example = batches[0][0]
+    assert type(example["input_ids"]) is list and all(type(v) is int for v in example["input_ids"])
+    assert example["flags"] == [True, False] and type(example["flags"][0]) is bool
+    assert example["weights"] == [0.5] and example["text"] == "x"
+    resumed = make(paths, tokenizer=with_extras)
+    resumed.load_state_dict(state_after(make(paths, tokenizer=with_extras), 4))
+    assert list(resumed) == batches[4:]
