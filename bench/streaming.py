@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -53,7 +54,9 @@ def corpus_shards(folder: Path, *, pairs: int, shards: int, gzip: bool) -> tuple
     return [folder / files[0] for files in manifest["files"]], manifest
 
 
-def make_batch_tokenize(kind: str, shards: list[Path], spec: dict) -> Callable[[list[dict]], list[dict]]:
+def make_batch_tokenize(
+    kind: str, shards: list[Path], spec: dict, manifest_bytes: int
+) -> Callable[[list[dict]], list[dict]]:
     """Tokenize a buffer's examples in one call (the stream's ``batch_tokenize``)."""
     if kind == "words":
 
@@ -69,7 +72,11 @@ def make_batch_tokenize(kind: str, shards: list[Path], spec: dict) -> Callable[[
         return count_words
     from s2s.tokenization import load_tokenizer, train_joint_tokenizer
 
-    cache = RESULTS / f"streaming_spm8000_{spec['pairs']}pairs_{spec['shards']}shards_seed{spec['seed']}"
+    # Keyed by the corpus bytes too: a tokenizer trained on another version of the generator's corpus (other
+    # words) splits this one into other pieces, and every figure would move with it.
+    cache = RESULTS / (
+        f"streaming_spm8000_{spec['pairs']}pairs_{spec['shards']}shards_seed{spec['seed']}_{manifest_bytes}bytes"
+    )
     if (cache / "tokenizer_config.json").is_file():
         tokenizer = load_tokenizer(cache)
     else:
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     shards, manifest = corpus_shards(args.corpus, pairs=args.pairs, shards=args.shards, gzip=False)
     spec = manifest["spec"]
-    tokenize = make_batch_tokenize(args.tokenizer, shards, spec)
+    tokenize = make_batch_tokenize(args.tokenizer, shards, spec, manifest["bytes"])
     sizes = {"window_size": args.window_size, "buffer_size": args.buffer_size}
     results: dict[str, Any] = {
         "corpus": {"pairs": spec["pairs"], "shards": spec["shards"], "bytes": manifest["bytes"]},
@@ -215,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(f"resume ({name} shards, max_tokens={args.resume_max_tokens}): {figures}", flush=True)
 
+    # the process's peak, over every budget and resume above: what a buffer of this size costs in memory
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"peak RSS {results['peak_rss_mib']} MiB", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
     return results
