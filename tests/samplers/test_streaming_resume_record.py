@@ -163,3 +163,15 @@ def test_the_buffer_packs_id_lists_but_hands_out_what_the_tokenizer_gave(tmp_pat
     resumed = make(paths, tokenizer=with_extras)
     resumed.load_state_dict(state_after(make(paths, tokenizer=with_extras), 4))
     assert list(resumed) == batches[4:]
+
+
+def test_windows_that_make_few_batches_are_told_once_with_a_larger_size(tmp_path, caplog):
+    paths = write_corpus(tmp_path, "jsonl", shards=2)
+    with caplog.at_level("INFO", logger="samplers.streaming.dataset"):
+        list(make(paths, window_size=100, buffer_size=300))
+    hints = [r.getMessage() for r in caplog.records if "larger windows pad less" in r.getMessage()]
+    assert len(hints) == 1 and "windows of 100 examples make" in hints[0] and "max_tokens=120" in hints[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="samplers.streaming.dataset"):
+        list(make(paths, max_sentences=1, window_size=300, buffer_size=300))
+    assert "larger windows pad less" not in caplog.text  # one example a batch: 300 batches a window
