@@ -8,8 +8,10 @@ updates) and a cached run (the same command again, which should find everything 
 - preparation time of the cold run (reading the text into Arrow + tokenization + the lengths the batching
   needs), as pairs per second;
 - peak memory of each run: the sum over the process tree (the tokenization workers included), sampled every
-  0.2 s from /proc, both resident (RSS, which counts the pages of memory-mapped files the process touched, a
-  cache the kernel can drop) and anonymous (RssAnon: memory the processes themselves hold);
+  0.2 s from /proc, resident (RSS, which counts the pages of memory-mapped files the process touched, a
+  cache the kernel can drop, once per process that touched them), proportional (PSS: a page shared by n
+  processes counted 1/n in each, so the tree's sum counts it once) and anonymous (RssAnon: memory the
+  processes themselves hold);
 - disk used by each side's cache folder after the cold run;
 - launch to the first optimizer step on the cached run (from the child's creation, imports included);
 - resident and anonymous memory of the main process during training (read at every update).
@@ -50,7 +52,10 @@ VOCAB_SIZE = 8000
 
 # ------------------------------------------------------------------------------------------- memory
 def _status(pid: int) -> dict[str, int]:
-    """VmRSS and RssAnon (kB) of one process from /proc (empty if it is gone)."""
+    """VmRSS, RssAnon and Pss (kB) of one process from /proc (empty if it is gone). Pss, the proportional set
+    size, counts a page shared by n processes as 1/n in each, so summed over a tree it counts the pages of a
+    memory-mapped file that the main process and the tokenization workers all touched once, where summed RSS
+    counts them once per process."""
     values = {}
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -58,6 +63,10 @@ def _status(pid: int) -> dict[str, int]:
                 if line.startswith(("VmRSS:", "RssAnon:")):
                     key, amount = line.split(":")
                     values[key] = int(amount.split()[0])
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    values["Pss"] = int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return values
@@ -76,12 +85,12 @@ def _tree(pid: int) -> list[int]:
 
 
 class TreeMemorySampler(threading.Thread):
-    """Peak summed RSS and RssAnon of a process tree, sampled every `interval` seconds."""
+    """Peak summed RSS, RssAnon and Pss of a process tree, sampled every `interval` seconds."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak_rss_kb = self.peak_anon_kb = 0
+        self.peak_rss_kb = self.peak_anon_kb = self.peak_pss_kb = 0
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -89,6 +98,7 @@ class TreeMemorySampler(threading.Thread):
             statuses = [_status(p) for p in _tree(self.pid)]
             self.peak_rss_kb = max(self.peak_rss_kb, sum(s.get("VmRSS", 0) for s in statuses))
             self.peak_anon_kb = max(self.peak_anon_kb, sum(s.get("RssAnon", 0) for s in statuses))
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(s.get("Pss", 0) for s in statuses))
             self._done.wait(self.interval)
 
     def stop(self) -> None:
@@ -289,6 +299,7 @@ def run_child(side: str, options: dict[str, Any], result_path: Path, log_path: P
         wall_s=round(time.time() - started, 1),
         peak_tree_rss_mb=round(sampler.peak_rss_kb / 1024),
         peak_tree_anon_mb=round(sampler.peak_anon_kb / 1024),
+        peak_tree_pss_mb=round(sampler.peak_pss_kb / 1024),
     )
     return result
 
@@ -377,6 +388,8 @@ def summarize(runs: dict[str, dict[str, Any]], *, batch_size: int | None) -> dic
         "cold_peak_tree_anon_mb": cold["peak_tree_anon_mb"],
         "cached_peak_tree_rss_mb": cached["peak_tree_rss_mb"],
         "cached_peak_tree_anon_mb": cached["peak_tree_anon_mb"],
+        "cold_peak_tree_pss_mb": cold.get("peak_tree_pss_mb"),
+        "cached_peak_tree_pss_mb": cached.get("peak_tree_pss_mb"),
         "cache_disk_mb": round(cold["cache_bytes"] / 2**20),
         "cached_first_step_s": cached["steps"][0]["since_launch_s"] if cached["steps"] else None,
         "cold_first_step_s": cold["steps"][0]["since_launch_s"] if cold["steps"] else None,

@@ -72,6 +72,27 @@ def test_the_sampler_sees_the_memory_of_child_processes():
     process.wait()
     sampler.stop()
     assert sampler.peak_anon_kb > 150 * 1024 and sampler.peak_rss_kb >= sampler.peak_anon_kb
+    assert 150 * 1024 < sampler.peak_pss_kb <= sampler.peak_rss_kb  # memory of its own counts whole in PSS
+
+
+def test_pages_of_a_file_two_processes_map_count_once_in_the_pss_sum(tmp_path):
+    # Parent and child both map the same 96 MB file and read every page: summed RSS counts those pages twice,
+    # summed PSS once.
+    path = tmp_path / "mapped.bin"
+    path.write_bytes(b"\1" * (96 * 2**20))
+    touch = (
+        f"import mmap, time; f = open({str(path)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); "
+        "s = sum(m[i] for i in range(0, len(m), 4096)); time.sleep(2.5)"
+    )
+    code = f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {touch!r}]); exec({touch!r}); p.wait()"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    sampler = TreeMemorySampler(process.pid, interval=0.05)
+    sampler.start()
+    process.wait()
+    sampler.stop()
+    file_kb = 96 * 1024
+    assert sampler.peak_rss_kb > 2 * file_kb * 0.9
+    assert sampler.peak_pss_kb < sampler.peak_rss_kb - file_kb * 0.8
 
 
 def test_the_summary_reads_preparation_first_step_and_training_memory():
