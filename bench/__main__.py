@@ -27,6 +27,7 @@ from bench import (
     eval_generate,
     eval_memory,
     generation,
+    hf_bart_base,
     model_training,
     peak,
     time_to_quality,
@@ -48,8 +49,9 @@ OWN = {
     "time_to_quality": time_to_quality.run,
     "generation": generation.run,
     "model_training": model_training.run,
+    "hf_bart_base": hf_bart_base.run,
 }
-SYNTHETIC = {"generation", "model_training"}
+SYNTHETIC = {"generation", "model_training", "hf_bart_base"}
 """Comparisons on random ids: they need no Multi30k data or tokenizer (their `data` argument is None)."""
 # Comparisons written elsewhere in bench/, called through their own entry points.
 EXTERNAL = ("padding_efficiency",)
@@ -59,6 +61,7 @@ ORDER = (
     "eval_generate",
     "generation",
     "model_training",
+    "hf_bart_base",
     "trainer_overhead",
     "eval_memory",
     "time_to_quality",
