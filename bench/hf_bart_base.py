@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from bench.common import CACHE, Profile, Stopwatch, alternate, compare, log
-from bench.generation import mode_name
+from bench.generation import mode_name, timed
 from bench.model_training import train_steps
 from bench.models import decoding_flops, training_flops
 
@@ -326,8 +326,8 @@ def measure_generation(
                 )
                 # the untimed first pass: warm-up (kernel build and selection, allocator) and the outputs
                 outputs[side] = decode(model, sources, **settings)
-                runners[f"{side} {precision}"] = _timed_decode(
-                    model, sources, settings, flops=flops, peak_gflops=peaks.get(precision)
+                runners[f"{side} {precision}"] = timed(
+                    _decode_count(model, sources, settings), flops=flops, peak_gflops=peaks.get(precision)
                 )
             if len(outputs) == 2:
                 same = (outputs["ours"] == outputs["theirs"]).all(dim=1)
@@ -348,18 +348,9 @@ def measure_generation(
     return rows, agreement
 
 
-def _timed_decode(model, sources, settings: dict, *, flops: float, peak_gflops: float | None) -> Callable:
-    def run() -> dict[str, float | None]:
-        started = time.perf_counter()
-        produced = decode(model, sources, **settings).size(0)
-        seconds = time.perf_counter() - started
-        return {
-            "value": produced / seconds,
-            "seconds": seconds,
-            "mfu": flops / seconds / (peak_gflops * 1e9) if peak_gflops else None,
-        }
-
-    return run
+def _decode_count(model, sources, settings: dict) -> Callable[[], int]:
+    """One decode of `sources` with `settings`, returning how many sequences it produced (what `timed` counts)."""
+    return lambda: decode(model, sources, **settings).size(0)
 
 
 def engine_paths() -> dict[str, bool]:
