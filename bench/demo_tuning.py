@@ -61,6 +61,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "label_smoothing_0.2": ("--label_smoothing_factor", "0.2"),
     "linear_label_smoothing_0.2": ("--lr_scheduler_type", "linear", "--label_smoothing_factor", "0.2"),
     "weight_decay_0.01": ("--weight_decay", "0.01"),
+    "steps_1500": ("--max_steps", "1500"),
+    "steps_2000": ("--max_steps", "2000"),
+    "steps_1500_dropout_0.2": ("--max_steps", "1500", "--model_overrides", '{"dropout": 0.2}'),
     "vocab_6k": ("--vocab_size", "6000"),
     "vocab_10k": ("--vocab_size", "10000"),
     "linear_vocab_6k": ("--lr_scheduler_type", "linear", "--vocab_size", "6000"),
@@ -158,6 +161,19 @@ def run_variant(name: str, work: Path, averages: Sequence[int], threads: int) ->
     return entry
 
 
+def cpu_description() -> str:
+    """The processor's model name and whether it has AMX: bf16 kernels differ between CPU kinds, so the same
+    run scores slightly differently on another machine, and results are only compared on one."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
+    )
+    return f"{name}{' (AMX)' if 'amx_bf16' in info else ''}"
+
+
 def _last_logged_loss(run_dir: Path) -> float | None:
     state = json.loads((run_dir / "trainer_state.json").read_text())
     losses = [row["loss"] for row in state.get("log_history", []) if "loss" in row]
@@ -199,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     def one(name: str) -> None:
         entry = run_variant(name, args.work, args.average, args.threads)
         entry["load_average_after"] = round(os.getloadavg()[0], 2)
+        entry["cpu"] = cpu_description()
         with lock:
             results = json.loads(args.out.read_text()) if args.out.is_file() else {}
             results.setdefault("variants", {})[name] = {**results.get("variants", {}).get(name, {}), **entry}

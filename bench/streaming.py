@@ -99,7 +99,7 @@ def make_batch_tokenize(
     return tokenize
 
 
-def build(shards, tokenize, spec: dict, *, max_tokens: int, window_size: int, buffer_size: int):
+def build(shards, tokenize, spec: dict, *, max_tokens: int, window_size: int | None, buffer_size: int | None):
     fields = (f"translation.{spec['source_lang']}", f"translation.{spec['target_lang']}")
     return StreamingTokenBatches(
         shards,
@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", type=int, default=32)
     parser.add_argument("--budgets", type=int, nargs="+", default=[4096, 8192, 16384])
     parser.add_argument("--efficiency_pairs", type=int, default=1_000_000)
-    parser.add_argument("--window_size", type=int, default=50_000)
-    parser.add_argument("--buffer_size", type=int, default=50_000)
+    parser.add_argument(
+        "--window_size", type=int, default=None, help="default: the stream's own, sized from each budget"
+    )
+    parser.add_argument("--buffer_size", type=int, default=None, help="default: the window size")
     parser.add_argument("--resume_shard", type=int, default=2, help="resume inside this shard of the epoch")
     parser.add_argument(
         "--resume_into_buffer", type=int, default=20, help="batches of the buffer before the state"

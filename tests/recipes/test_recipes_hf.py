@@ -1,4 +1,6 @@
-"""A Hugging Face seq2seq model folder works as --model_name_or_path (transformers installed, nothing fetched)."""
+"""A Hugging Face seq2seq model folder works as --model_name_or_path with a tokenizer of our own (transformers
+installed only to write the folder, nothing fetched): the recipe imports it onto the s2s engine, the default
+`--model_engine`; tests/recipes/test_hf_folder_recipe.py covers training, resuming and the transformers engine."""
 
 import json
 import math

@@ -369,3 +369,33 @@ def test_skip_bad_lines_leaves_them_out_counted_and_reported(tmp_path, caplog):
     resumed = make()
     resumed.load_state_dict(interrupted.state_dict())
     assert ids(resumed) == whole[-2:]
+
+
+def test_the_default_window_grows_with_the_token_budget_and_the_buffer_follows_it(tmp_path):
+    from samplers.streaming.dataset import automatic_window_size
+
+    shards = write_corpus(tmp_path, "jsonl")
+    small = StreamingTokenBatches(
+        shards, read_shard=ShardLines(parser("jsonl")), tokenize=tokenize, max_tokens=120
+    )
+    large = StreamingTokenBatches(
+        shards, read_shard=ShardLines(parser("jsonl")), tokenize=tokenize, max_tokens=16384
+    )
+    assert (small.window_size, small.buffer_size) == (50_000, 50_000)  # never below 50,000 examples
+    assert large.window_size == large.buffer_size == automatic_window_size(16384) == 12 * 16384
+    explicit = StreamingTokenBatches(
+        shards, read_shard=ShardLines(parser("jsonl")), tokenize=tokenize, max_tokens=16384, window_size=40
+    )
+    assert (explicit.window_size, explicit.buffer_size) == (40, 40)
+    # a buffer smaller than the window the budget chose is refused, naming both
+    with pytest.raises(ValueError, match="buffer_size=1000 is smaller than window_size=196608"):
+        StreamingTokenBatches(
+            shards,
+            read_shard=ShardLines(parser("jsonl")),
+            tokenize=tokenize,
+            max_tokens=16384,
+            buffer_size=1000,
+        )
+    # the automatic window changes nothing else: the stream still yields every example once
+    seen = sum(len(batch) for batch in small)
+    assert seen == NUM_SHARDS * PER_SHARD
