@@ -127,6 +127,7 @@ def write_averaged_model(checkpoints: Sequence[Path], folder: Path) -> None:
 
 def _run(command: list[str], log: Path, threads: int) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [*command, "--num_threads", str(threads)]  # the config's own thread count would win otherwise
     start = time.perf_counter()
     with log.open("w") as stream:
         done = subprocess.run(command, cwd=REPO, env=env, stdout=stream, stderr=subprocess.STDOUT)
@@ -183,7 +184,9 @@ def _last_logged_loss(run_dir: Path) -> float | None:
 def _shell(command: Sequence[str], threads: int) -> str:
     quoted = [f"'{part}'" if any(c in part for c in ' {}"') else part for part in command]
     quoted[0] = "python"
-    return f"OMP_NUM_THREADS={threads} " + " ".join(quoted).replace(str(REPO) + "/", "")
+    return f"OMP_NUM_THREADS={threads} " + " ".join([*quoted, "--num_threads", str(threads)]).replace(
+        str(REPO) + "/", ""
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

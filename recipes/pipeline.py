@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import datasets
+import torch
 
 from recipes.arguments import check_arguments, parse_arguments, task_defaults
 from recipes.data import TARGET, load_splits
@@ -34,6 +35,8 @@ def run(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     setup_logging(training_args)
     task_defaults(task, data_args)
     check_arguments(model_args, data_args, training_args)
+    if model_args.num_threads is not None:
+        torch.set_num_threads(model_args.num_threads)  # before any model math: see ModelArguments.num_threads
 
     # text -> tokenizer -> ids (rank 0 reads the text into the Arrow cache and the others then open it; rank 0
     # trains and saves the tokenizer, the others load it; rank 0 fills the tokenization cache first)

@@ -107,6 +107,7 @@ def _train_tokenizer(model_args: ModelArguments, train: datasets.Dataset, *, see
         backend=model_args.tokenizer_backend,
         model_type=model_args.tokenizer_model_type if sentencepiece else None,
         input_sentence_size=model_args.tokenizer_max_sentences,
+        num_threads=model_args.num_threads,
         hard_vocab_limit=False,
     )
     logger.info("tokenizer vocabulary: %d", len(tokenizer))

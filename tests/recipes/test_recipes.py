@@ -131,6 +131,7 @@ TRAIN_DE_EN = ["--do_train", "--train_file", "x", "--source_lang", "de", "--targ
         ),
         ([*TRAIN_DE_EN, "--average_last_checkpoints", "3", "--save_strategy", "no"], "needs checkpoints"),
         ([*TRAIN_DE_EN, "--average_last_checkpoints", "1"], "must be >= 2"),
+        ([*TRAIN_DE_EN, "--num_threads", "0"], "num_threads must be >= 1"),
     ],
 )
 def test_contradictions_fail_before_any_work(tmp_path, argv, message):

@@ -127,3 +127,23 @@ def test_average_last_checkpoints_saves_the_mean_of_the_last_ones(tmp_path):
         )
     assert any(not torch.equal(final[k], last[k]) for k in final)  # it is not simply the last checkpoint
     assert not list(out.glob(".averaged-*"))  # the scratch folder is gone
+
+
+def test_num_threads_sets_torch_threads_before_the_model_is_built(tmp_path, monkeypatch):
+    import torch
+
+    from recipes import pipeline
+
+    seen = []
+    build = pipeline.load_or_build_model
+    monkeypatch.setattr(
+        pipeline, "load_or_build_model", lambda *a: seen.append(torch.get_num_threads()) or build(*a)
+    )
+    before = torch.get_num_threads()
+    extra = ["--num_threads", "1", "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no"]
+    extra += ["--do_eval", "false", "--do_predict", "false"]
+    try:
+        run(translation, "debug_translation.yaml", tmp_path / "out", tmp_path / "cache", *extra)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
