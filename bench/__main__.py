@@ -34,7 +34,7 @@ from bench import (
     trainer_overhead,
     trainer_throughput,
 )
-from bench.common import CACHE, PROFILES, REPO, Profile, log
+from bench.common import CACHE, PROFILES, REPO, Profile, cpu_name, log
 from bench.data import BenchData, load_bench_data
 from bench.isolation import run_isolated
 from bench.report import merge, write
@@ -66,16 +66,6 @@ ORDER = (
     "eval_memory",
     "time_to_quality",
 )
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_external(name: str, profile: Profile) -> dict:

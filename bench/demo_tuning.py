@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.common import cpu_name
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "recipes" / "configs" / "demo_multi30k.yaml"
 DEFAULT_OUT = REPO / "bench" / "results" / "demo_tuning.json"
@@ -163,16 +165,12 @@ def run_variant(name: str, work: Path, averages: Sequence[int], threads: int) ->
 
 
 def cpu_description() -> str:
-    """The processor's model name and whether it has AMX: bf16 kernels differ between CPU kinds, so the same
-    run scores slightly differently on another machine, and results are only compared on one."""
+    """The processor's model name and whether it has AMX, kept with each run's scores."""
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        amx = "amx_bf16" in Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown"
-    name = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
-    )
-    return f"{name}{' (AMX)' if 'amx_bf16' in info else ''}"
+        amx = False
+    return f"{cpu_name()}{' (AMX)' if amx else ''}"
 
 
 def _last_logged_loss(run_dir: Path) -> float | None:
