@@ -45,7 +45,7 @@ def test_demo_config_is_the_promised_job():
     assert training_args.bf16 and training_args.max_tokens_per_batch
     assert training_args.label_smoothing_factor == 0.1 and data_args.num_beams == 4
     # a fixed number of updates, the same on every machine: no wall-clock budget that a busy machine cuts short
-    assert training_args.max_steps == 1000 and data_args.max_train_minutes is None
+    assert training_args.max_steps == 1500 and data_args.max_train_minutes is None
 
 
 def test_config_file_with_command_line_overrides(tmp_path):
