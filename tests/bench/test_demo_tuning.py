@@ -12,6 +12,7 @@ from bench.demo_tuning import (
     VARIANTS,
     last_checkpoints,
     train_command,
+    with_threads,
     write_averaged_model,
 )
 from recipes.arguments import parse_arguments
@@ -35,6 +36,11 @@ def test_variant_overrides_reach_the_parsed_arguments(tmp_path):
     model_args, _, training_args = parse_arguments(train_command("linear_dropout_0.2", tmp_path)[3:])
     assert str(training_args.lr_scheduler_type).endswith("linear")
     assert model_args.model_overrides in ({"dropout": 0.2}, '{"dropout": 0.2}')
+
+
+def test_the_thread_count_given_to_a_run_wins_over_the_configs(tmp_path):
+    model_args, _, _ = parse_arguments(with_threads(train_command("baseline", tmp_path), 1)[3:])
+    assert model_args.num_threads == 1  # the demo config pins 2
 
 
 def test_an_unknown_variant_is_refused_with_the_known_names(tmp_path):
