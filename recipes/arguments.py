@@ -43,9 +43,9 @@ class ModelArguments:
     num_threads: int | None = None
     """Threads torch computes with (intra-op), set before the model is built, and threads of a new
     sentencepiece tokenizer's training. Unset: one per core. The split of a sum over threads decides the
-    order its terms are added in, so under bf16 the same run on another thread count drifts apart in the
-    last bits from the first update and ends about a BLEU point away; a fixed count makes every machine
-    with at least that many cores train the same model."""
+    order its terms are added in, so under bf16 the same run on another thread count drifts apart (its
+    first logged loss, at update 50, already differs) and ends about a BLEU point away; a fixed count makes
+    every machine with at least that many cores train the same model."""
 
     tokenizer_name_or_path: str | None = None
     """A saved tokenizer (a folder written by `save_pretrained`, or a sentencepiece .model file). Unset: the
