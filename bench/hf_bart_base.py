@@ -45,7 +45,7 @@ import torch
 from bench.common import CACHE, Profile, Stopwatch, alternate, compare, log
 from bench.generation import mode_name, timed
 from bench.model_training import train_steps
-from bench.models import decoding_flops, training_flops
+from bench.models import build_bart, decoding_flops, training_flops
 
 RESULTS = CACHE / "hf_bart_base.json"
 GOALS = {"training": 1.5, "generation": 2.0}  # ours / Hugging Face
@@ -120,20 +120,12 @@ SETUPS = {
 def save_bart_folder(folder: Path, setup: Setup, *, seed: int = 0) -> Path:
     """A random-weight BART of `setup`'s size with facebook/bart-base's other settings, saved as a Hugging Face
     folder (safetensors). Returns `folder`."""
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    size = setup.model
-    config = BartConfig(
+    model = build_bart(
+        setup.model,
         vocab_size=setup.vocab_size,
-        d_model=size["d_model"],
-        encoder_layers=size["encoder_layers"],
-        decoder_layers=size["decoder_layers"],
-        encoder_attention_heads=size["num_heads"],
-        decoder_attention_heads=size["num_heads"],
-        encoder_ffn_dim=size["ffn_dim"],
-        decoder_ffn_dim=size["ffn_dim"],
+        seed=seed,
+        max_length=1024,
         activation_function="gelu",
-        dropout=0.1,
         attention_dropout=0.1,
         activation_dropout=0.1,
         max_position_embeddings=1024,
@@ -142,22 +134,7 @@ def save_bart_folder(folder: Path, setup: Setup, *, seed: int = 0) -> Path:
         bos_token_id=BOS,
         eos_token_id=EOS,
         decoder_start_token_id=EOS,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
     )
-    torch.manual_seed(seed)
-    model = BartForConditionalGeneration(config)
-    generation = model.generation_config
-    for name, value in {
-        "num_beams": 1,
-        "max_length": 1024,
-        "no_repeat_ngram_size": 0,
-        "early_stopping": False,
-        "length_penalty": 1.0,
-        "forced_bos_token_id": None,
-        "forced_eos_token_id": None,
-    }.items():
-        setattr(generation, name, value)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
 

@@ -21,12 +21,14 @@ def build_ours(size: dict[str, int], *, vocab_size: int, seed: int = 0, **overri
 
 
 def build_bart(
-    size: dict[str, int], *, vocab_size: int, seed: int = 0, max_length: int = 128
+    size: dict[str, int], *, vocab_size: int, seed: int = 0, max_length: int = 128, **overrides: Any
 ) -> torch.nn.Module:
+    """Hugging Face's BART of `size`, matched to `build_ours`; `overrides` are further `BartConfig` fields that
+    replace these settings (e.g. another checkpoint's special ids, dropouts or positions)."""
     from transformers import BartConfig, BartForConditionalGeneration
 
     torch.manual_seed(seed)
-    config = BartConfig(
+    settings = dict(
         vocab_size=vocab_size,
         d_model=size["d_model"],
         encoder_layers=size["encoder_layers"],
@@ -47,7 +49,7 @@ def build_bart(
         forced_eos_token_id=None,
         scale_embedding=True,
     )
-    model = BartForConditionalGeneration(config)
+    model = BartForConditionalGeneration(BartConfig(**{**settings, **overrides}))
     # A config-built BART carries no generation defaults worth keeping (BART's are for summarisation). They are
     # set on the generation config, where transformers 4.x and 5.x both read them (5.x no longer takes them
     # from the model config).
