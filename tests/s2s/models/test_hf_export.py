@@ -17,35 +17,18 @@ from s2s.models import (
     from_transformers,
     to_transformers,
 )
+from tests.s2s.models.family_options import BART_OPTIONS, T5_OPTIONS
 from tests.s2s.models.hf_toys import FAMILIES, VOCAB, hf_model, padded_batch
 
 # The options of each family, set on a natively built model (no transformers needed to export it). The
 # toolkit's default model becomes an M2M100 with positions numbered from the padding.
 NATIVE = {
     "m2m_100": dict(positions_from_padding=True),
-    "bart": dict(
-        pre_norm=False,
-        layernorm_embedding=True,
-        position_embedding="learned",
-        position_offset=2,
-        final_logits_bias=True,
-        activation="gelu",
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-    ),
+    "bart": dict(BART_OPTIONS, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
     "t5_v1_1": dict(
-        normalization="rmsnorm",
-        bias=False,
-        position_embedding="relative",
+        T5_OPTIONS,
         relative_attention_num_buckets=8,
         relative_attention_max_distance=20,
-        scale_attention_scores=False,
-        scale_embedding=False,
-        attention_head_dim=16,
-        num_heads=3,
-        activation="gated-gelu_tanh",
         tie_word_embeddings=False,
         dropout_after_final_norm=True,
         freeze_padding_embedding=False,

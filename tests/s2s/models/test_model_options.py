@@ -10,30 +10,17 @@ import torch
 
 from s2s.generation import GenerationConfig, generate
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration, decode_kernel
+from tests.s2s.models.family_options import BART_OPTIONS, T5_OPTIONS
 from tests.s2s.models.test_model import UncachedModel
 
 OPTION_SETS = {
     "t5": dict(
-        normalization="rmsnorm",
-        bias=False,
-        position_embedding="relative",
+        T5_OPTIONS,
         relative_attention_num_buckets=6,
         relative_attention_max_distance=9,
-        scale_attention_scores=False,
-        scale_embedding=False,
-        attention_head_dim=16,
-        num_heads=3,
-        activation="gated-gelu_tanh",
         scale_decoder_output=True,
     ),
-    "bart": dict(
-        pre_norm=False,
-        layernorm_embedding=True,
-        position_embedding="learned",
-        position_offset=2,
-        final_logits_bias=True,
-        activation="gelu",
-    ),
+    "bart": BART_OPTIONS,
     "marian": dict(
         pre_norm=False, position_embedding="sinusoidal_marian", activation="silu", final_logits_bias=True
     ),
