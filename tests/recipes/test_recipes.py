@@ -71,6 +71,20 @@ def test_unknown_argument_is_refused():
 TRAIN_DE_EN = ["--do_train", "--train_file", "x", "--source_lang", "de", "--target_lang", "en"]
 
 
+def tiny_model_arguments() -> ModelArguments:
+    """A new model of the smallest shape: what the tests of building and wiring need, not what learns."""
+    return ModelArguments(
+        model_preset="tiny",
+        model_overrides={
+            "d_model": 16,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "num_heads": 2,
+            "ffn_dim": 32,
+        },
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -221,16 +235,7 @@ def test_tokenize_splits_counts_truncation_and_can_refuse_it(tokenizer, tmp_path
 
 
 def test_new_model_matches_the_tokenizer_and_generation_defaults_are_saved(tokenizer, tmp_path):
-    model_args = ModelArguments(
-        model_preset="tiny",
-        model_overrides={
-            "d_model": 16,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-            "num_heads": 2,
-            "ffn_dim": 32,
-        },
-    )
+    model_args = tiny_model_arguments()
     data_args = arguments.task_defaults("summarization", DataArguments(num_beams=3, max_target_length=20))
     model = modeling.load_or_build_model(model_args, data_args, tokenizer)
     assert model.config.vocab_size == len(tokenizer) and model.config.pad_token_id == tokenizer.pad_token_id
@@ -456,16 +461,7 @@ def test_time_budget_bar_shows_seconds_of_the_budget_not_steps():
 def test_a_time_budget_replaces_the_step_bar(tokenizer, tmp_path):
     from s2s.callbacks import PrinterCallback, ProgressCallback
 
-    model_args = ModelArguments(
-        model_preset="tiny",
-        model_overrides={
-            "d_model": 16,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-            "num_heads": 2,
-            "ffn_dim": 32,
-        },
-    )
+    model_args = tiny_model_arguments()
     data_args = arguments.task_defaults("translation", DataArguments(source_lang="de", target_lang="en"))
     model = modeling.load_or_build_model(model_args, data_args, tokenizer)
 
