@@ -15,6 +15,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from s2s.json_files import read_json_object
+
 CONFIG_NAME = "generation_config.json"
 
 # Keys that Hugging Face writes into generation_config.json as metadata; they carry no decoding option.
@@ -238,21 +240,12 @@ class GenerationConfig:
         """Load from a directory holding `generation_config.json`, or from a JSON file."""
         path = Path(path)
         file = path / CONFIG_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"no generation config at {file}; pass a directory containing {CONFIG_NAME} or a JSON file "
-                "written by GenerationConfig.save_pretrained"
-            )
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{file}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{file}: expected a JSON object of generation options, got {type(data).__name__}"
-            )
+        data = read_json_object(
+            file,
+            missing=f"no generation config at {file}; pass a directory containing {CONFIG_NAME} or a JSON file "
+            "written by GenerationConfig.save_pretrained",
+            what="a JSON object of generation options",
+        )
         try:
             return cls.from_dict(data, **overrides)
         except ValueError as err:

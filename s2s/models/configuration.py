@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from s2s.json_files import read_json_object
+
 CONFIG_NAME = "config.json"
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -233,18 +235,9 @@ class TransformerConfig:
         """Load from a directory holding config.json, or from the JSON file itself."""
         path = Path(path)
         file = path / CONFIG_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"no model config at {file}; expected a {CONFIG_NAME} written by save_pretrained"
-            )
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{file}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{file}: expected a JSON object")
+        data = read_json_object(
+            file, missing=f"no model config at {file}; expected a {CONFIG_NAME} written by save_pretrained"
+        )
         if "model_type" not in data and "architectures" in data:
             data["model_type"] = str(data["architectures"])
         try:

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from s2s.json_files import read_json_object
+
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -19,37 +21,22 @@ PICKLE_FILE = "pytorch_model.bin"
 PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`, with errors that name the file and the line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} has no {CONFIG_FILE}; pass the folder of a Hugging Face model saved with save_pretrained"
-        )
-    return read_json(path)
+    return read_json_object(
+        folder / CONFIG_FILE,
+        missing=f"{folder} has no {CONFIG_FILE}; pass the folder of a Hugging Face model saved with save_pretrained",
+    )
 
 
 def read_generation_config(folder: Path) -> dict[str, Any] | None:
     """generation_config.json as a dict, or None when the folder has none."""
     path = folder / GENERATION_CONFIG_FILE
-    return read_json(path) if path.is_file() else None
+    return read_json_object(path) if path.is_file() else None
 
 
 def read_weights(folder: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -98,7 +85,7 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_shards(index: Path, load: Any) -> dict[str, torch.Tensor]:
-    weight_map = read_json(index).get("weight_map")
+    weight_map = read_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(f"{index}: expected a non-empty 'weight_map' of tensor name -> shard file")
     state: dict[str, torch.Tensor] = {}
@@ -125,7 +112,7 @@ def tokenizer_vocabulary_size(folder: Path) -> tuple[int, Path] | None:
     folder holds no tokenizer file this can read (tokenizer.json, or vocab.json of sentencepiece tokenizers)."""
     path = folder / "tokenizer.json"
     if path.is_file():
-        data = read_json(path)
+        data = read_json_object(path)
         vocab = (data.get("model") or {}).get("vocab")
         ids: list[int] = []
         if isinstance(vocab, dict):
@@ -136,6 +123,6 @@ def tokenizer_vocabulary_size(folder: Path) -> tuple[int, Path] | None:
         return (max(ids) + 1, path) if ids else None
     path = folder / "vocab.json"
     if path.is_file():
-        vocab = read_json(path)
+        vocab = read_json_object(path)
         return (max(int(i) for i in vocab.values()) + 1, path) if vocab else None
     return None
