@@ -99,7 +99,16 @@ def make_batch_tokenize(
     return tokenize
 
 
-def build(shards, tokenize, spec: dict, *, max_tokens: int, window_size: int | None, buffer_size: int | None):
+def build(
+    shards,
+    tokenize,
+    spec: dict,
+    *,
+    max_tokens: int,
+    window_size: int | None,
+    buffer_size: int | None,
+    prefetch: bool = True,
+):
     fields = (f"translation.{spec['source_lang']}", f"translation.{spec['target_lang']}")
     return StreamingTokenBatches(
         shards,
@@ -110,6 +119,7 @@ def build(shards, tokenize, spec: dict, *, max_tokens: int, window_size: int | N
         buffer_size=buffer_size,
         skip_too_long=True,
         seed=0,
+        prefetch=prefetch,
     )
 
 
@@ -138,9 +148,15 @@ def efficiency(stream: StreamingTokenBatches, pairs: int) -> dict[str, Any]:
     }
 
 
-def resume_time(make: Callable[[], StreamingTokenBatches], *, shard: int, into_buffer: int) -> dict[str, Any]:
-    """Read into shard ``shard`` and to the middle of a buffer, then time state -> new stream -> first batch."""
-    reader = make()
+def resume_time(
+    make: Callable[..., StreamingTokenBatches], *, shard: int, into_buffer: int
+) -> dict[str, Any]:
+    """Read into shard ``shard`` and to the middle of a buffer, then time state -> new stream -> first batch.
+
+    The uninterrupted stream reads without its read-ahead thread: left running, that thread would be
+    tokenizing the next buffer while the resume is timed, which a job resumed in a new process never has
+    (the same order either way). The resumed stream reads as training does, read-ahead on."""
+    reader = make(prefetch=False)
     batches: Iterator = iter(reader)
     started = time.perf_counter()
     read = 0
@@ -216,8 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
         corpora.append(("gzip", gz_shards, gz_manifest["spec"]))
     for name, files, files_spec in corpora:
 
-        def make(files=files, files_spec=files_spec) -> StreamingTokenBatches:
-            return build(files, tokenize, files_spec, max_tokens=args.resume_max_tokens, **sizes)
+        def make(files=files, files_spec=files_spec, prefetch: bool = True) -> StreamingTokenBatches:
+            return build(
+                files, tokenize, files_spec, max_tokens=args.resume_max_tokens, prefetch=prefetch, **sizes
+            )
 
         results["resume"][name] = figures = resume_time(
             make, shard=args.resume_shard, into_buffer=args.resume_into_buffer
