@@ -76,6 +76,8 @@ def generate_lines(
     """One output string per input string, in input order (blank inputs give "")."""
     import torch
 
+    from s2s.models.packed import fixed_weights
+
     outputs = [""] * len(texts)
     todo = [i for i, text in enumerate(texts) if text.strip()]
     gen_kwargs: dict[str, Any] = {}
@@ -83,7 +85,7 @@ def generate_lines(
         gen_kwargs["num_beams"] = num_beams
     if max_new_tokens is not None:
         gen_kwargs["max_new_tokens"] = max_new_tokens
-    with torch.inference_mode():
+    with torch.inference_mode(), fixed_weights(model):
         for batch in batches_by_length([texts[i] for i in todo], batch_size):
             sources = [source_prefix + texts[todo[j]] for j in batch]
             encoded = tokenizer(

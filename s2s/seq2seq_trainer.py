@@ -40,6 +40,7 @@ from s2s.dataloaders import dataset_lengths
 from s2s.evaluation import EvalLoopOutput, Nested, nested_map
 from s2s.evaluation import gather_in_dataset_order as gather_in_dataset_order  # re-exported: tests import it
 from s2s.loss import IGNORE_INDEX
+from s2s.models.packed import fixed_weights
 from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
 from s2s.stream_position import is_resumable_stream
 from s2s.trainer import Trainer
@@ -289,7 +290,9 @@ class Seq2SeqTrainer(Trainer):
             )
         saved, self._gen_config = self._gen_config, self.build_generation_config(**gen_kwargs)
         try:
-            yield
+            # the weights do not change while the loop decodes: generate calls share one weight pack
+            with fixed_weights(self._generation_model()):
+                yield
         finally:
             self._gen_config = saved
 

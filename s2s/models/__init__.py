@@ -8,6 +8,7 @@ from s2s.models.hf_families import UnsupportedModelError
 from s2s.models.hf_import import from_transformers
 from s2s.models.modeling import EncoderState, TransformerForConditionalGeneration
 from s2s.models.outputs import Seq2SeqLMOutput
+from s2s.models.packed import fixed_weights
 
 __all__ = [
     "EncoderState",
@@ -16,6 +17,7 @@ __all__ = [
     "TransformerConfig",
     "TransformerForConditionalGeneration",
     "UnsupportedModelError",
+    "fixed_weights",
     "from_transformers",
     "to_transformers",
 ]

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from s2s.models.layers import (
     make_norm,
 )
 from s2s.models.outputs import Seq2SeqLMOutput
-from s2s.models.packed import PackedDecoderWeights, packing_available
+from s2s.models.packed import PackedDecoderWeights, ReusedPacks, packing_available
 from s2s.models.serialization import load_weights, save_weights
 
 
@@ -169,6 +171,7 @@ class TransformerForConditionalGeneration(nn.Module):
         else:
             self.final_logits_bias = None
         self.output_scale = d**-0.5 if config.scale_decoder_output else None
+        self._reused_packs: ReusedPacks | None = None  # set inside fixed_weights()
         self.generation_config = GenerationConfig(
             decoder_start_token_id=config.decoder_start_token_id,
             bos_token_id=config.bos_token_id,
@@ -269,12 +272,7 @@ class TransformerForConditionalGeneration(nn.Module):
         # the cache's dtype is the decode step's: fp32, or bf16 under bf16 autocast
         dtype = cross_kv[0][0].dtype if cross_kv else None
         if dtype is not None and packing_available(memory.device, dtype):
-            packed = PackedDecoderWeights(
-                (linear for layer in self.decoder.layers for linear in layer.step_linears()),
-                self.output_weight(),
-                rows=memory.size(0) * rows_per_source,
-                dtype=dtype,
-            )
+            packed = self._packed_decoder(rows=memory.size(0) * rows_per_source, dtype=dtype)
         return TransformerCache(
             cross_kv=cross_kv,
             source_mask=encoder_state.source_mask,
@@ -284,6 +282,35 @@ class TransformerForConditionalGeneration(nn.Module):
             head_dim=self.config.head_dim,
             packed=packed,
         )
+
+    def _packed_decoder(self, *, rows: int, dtype: torch.dtype) -> PackedDecoderWeights:
+        linears = [linear for layer in self.decoder.layers for linear in layer.step_linears()]
+
+        def build() -> PackedDecoderWeights:
+            return PackedDecoderWeights(linears, self.output_weight(), rows=rows, dtype=dtype)
+
+        if self._reused_packs is None:
+            return build()
+        weights = [linear.weight for linear in linears] + [linear.bias for linear in linears]
+        weights = [w for w in weights if w is not None] + [self.output_weight()]
+        return self._reused_packs.get(weights, build, rows=rows, dtype=dtype)
+
+    @contextlib.contextmanager
+    def fixed_weights(self) -> Iterator[None]:
+        """A block in which the weights stay as they are, so `generate` calls inside it can share one copy of
+        the decoder's weights packed for the CPU matmul library instead of packing them at every call (a
+        quarter to a third of a greedy decode at BART-base size; see packed.py). The Seq2SeqTrainer's
+        evaluation and prediction and `recipes.generate` decode inside one. A weight replaced or changed in
+        place inside the block (an optimizer step, `load_state_dict`) is noticed and packed again; one written
+        through `.data` is not, so do not do that inside. Blocks nest; the outermost one ends the sharing."""
+        if self._reused_packs is not None:
+            yield
+            return
+        self._reused_packs = ReusedPacks()
+        try:
+            yield
+        finally:
+            self._reused_packs = None
 
     def decode_step(self, tokens: Tensor, cache: TransformerCache) -> Tensor:
         """tokens (N,) -> logits (N, V) of the next token; only the new position is computed."""

@@ -11,8 +11,15 @@ Packing the decoder's weights once per `generate` call measured, 2 threads, 64 r
 
 End to end (bench/generation.py) 4-beam bf16 decoding got 8-11% faster, fp32 greedy and 4-beam decoding
 9-14%. Packing the 3+3-layer model of the benchmark takes 9 ms per call, against about 390 ms to decode its 64
-sources greedily in bf16 (the figures include it); packs are not kept across calls, as the weights may change
-between them (training). The fp32 pack gives the fp32 product up to summation order (about 1e-6 relative).
+sources greedily in bf16 (the figures include it). The fp32 pack gives the fp32 product up to summation order
+(about 1e-6 relative).
+
+Packs are made per `generate` call by default, because the weights may change between calls (training), and
+a change made through `.data` does not move a tensor's version counter, so no check can be trusted to see every
+change. At BART-base size the packing is no longer small: casting and reordering its decoder and 32k x 768 output
+weight takes a quarter to a third of a greedy decode of 8 sources. Code that knows the weights stay fixed over
+many calls (a test-set decode, an evaluation, a server) says so with the model's `fixed_weights()` block, and
+`ReusedPacks` then keeps the packs from one call to the next.
 The encoder is not packed: at its thousands of rows per call the conversion is amortised (measured: 0-5%).
 
 The operators are those torch's own compiler uses for the same purpose (`torch.ops.mkldnn`), not a public
@@ -21,7 +28,9 @@ API: `packing_available` checks for them, and without them the decode step calls
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,3 +82,54 @@ class PackedDecoderWeights:
         """`module(x)` through its packed weight (or the module itself when it was not packed)."""
         packed = self._linears.get(module)
         return module(x) if packed is None else packed(x)
+
+
+class ReusedPacks:
+    """Packed decoder weights kept across `generate` calls inside a `fixed_weights()` block, one per
+    (dtype, rows): the pack is laid out for a row count (a pack made for 8 rows and used for 256 measured 3x
+    slower), and an evaluation meets a few of them (full batches, the last one, beams). The `keep` most recently
+    used are held; each is a full copy of the decoder's weights.
+
+    A pack is rebuilt when any weight it came from was replaced or changed in place (its identity, storage
+    address or version counter moved: an optimizer step, `load_state_dict`, `copy_` under `no_grad`), so
+    such a change inside the block is still seen. A write through `.data` is not: that is what the block
+    promises not to do."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._entries: OrderedDict[tuple, tuple[tuple, PackedDecoderWeights]] = OrderedDict()
+        self.builds = 0
+        """How many packs were made (the rest of the calls reused one): what the tests check."""
+
+    @staticmethod
+    def _fingerprint(weights: Sequence[Tensor]) -> tuple:
+        return tuple((id(w), w.data_ptr(), w._version) for w in weights)
+
+    def get(
+        self,
+        weights: Sequence[Tensor],
+        build: Callable[[], PackedDecoderWeights],
+        *,
+        rows: int,
+        dtype: torch.dtype,
+    ) -> PackedDecoderWeights:
+        """The pack for (`dtype`, `rows`) made from `weights`, by `build()` unless a current one is kept."""
+        key, fingerprint = (dtype, rows), self._fingerprint(weights)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == fingerprint:
+            self._entries.move_to_end(key)
+            return entry[1]
+        packed = build()
+        self.builds += 1
+        self._entries[key] = (fingerprint, packed)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.keep:
+            self._entries.popitem(last=False)
+        return packed
+
+
+def fixed_weights(model: nn.Module) -> contextlib.AbstractContextManager:
+    """`model.fixed_weights()` for a model that has one (ours), else a block that changes nothing: for code that
+    decodes many batches with any model, a Hugging Face one included."""
+    block = getattr(model, "fixed_weights", None)
+    return block() if callable(block) else contextlib.nullcontext()

@@ -382,6 +382,13 @@ def test_generate_reads_stdin_and_keeps_line_order(tokenizer, tmp_path):
     alone = generate.generate_lines([lines[2]], *generate.load_model(tmp_path), num_beams=2)
     assert produced[2] == alone[0]
 
+    # the batches are decoded inside one fixed_weights() block: the packed decoder weights are made once
+    model, tokenizer = generate.load_model(tmp_path)
+    inside, original = [], model.generate
+    model.generate = lambda *args, **kwargs: inside.append(model._reused_packs) or original(*args, **kwargs)
+    generate.generate_lines(lines, model, tokenizer, batch_size=1)
+    assert len(inside) == 2 and inside[0] is not None and inside[1] is inside[0]
+
 
 def test_time_budget_stops_training_with_a_checkpoint_and_an_evaluation():
     from types import SimpleNamespace

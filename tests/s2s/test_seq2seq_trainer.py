@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from s2s.data_collator import DataCollatorForSeq2Seq
+from s2s.models.packed import packing_available
 from s2s.seq2seq_trainer import Seq2SeqTrainer, gather_in_dataset_order, mean_generated_length
 from s2s.seq2seq_training_args import Seq2SeqTrainingArguments
 
@@ -223,6 +224,22 @@ def test_predictions_come_back_in_dataset_order_and_labels_carry_no_minus_100(to
     out = trainer.predict(data)
     np.testing.assert_array_equal(out.predictions, seen["preds"])
     np.testing.assert_array_equal(out.label_ids, labels)
+
+
+def test_evaluation_and_prediction_decode_every_batch_with_one_weight_pack(tok, tmp_path):
+    """The weights do not change while evaluate/predict decode, so the batches share the decoder's packed
+    weights (made once per row count) instead of packing them again per batch; the block ends with the loop."""
+    model = tiny_model(tok, max_new_tokens=6)
+    trainer = make_trainer(tok, tmp_path, model=model, compute_metrics=count_rows)
+    builds = []
+    original = trainer._generate
+    trainer._generate = lambda inputs: builds.append(model._reused_packs.builds) or original(inputs)
+    for run in (trainer.evaluate, trainer.predict):
+        builds.clear()
+        run(make_data(tok, 23, seed=3))  # batches of 4, 4, 4, 4, 4 and 3 rows
+        assert len(builds) == 6 and model._reused_packs is None
+        if packing_available(torch.device("cpu"), torch.float32):
+            assert builds == [0, 1, 1, 1, 1, 1]  # packed for the first batch, kept for the next
 
 
 def test_gather_drops_repeats_and_restores_dataset_order():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import s2s.models.modeling as modeling
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration
-from s2s.models.packed import PackedDecoderWeights, PackedLinear, packing_available
+from s2s.models.packed import PackedDecoderWeights, PackedLinear, fixed_weights, packing_available
 
 PRECISIONS = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
 
@@ -85,3 +85,84 @@ def test_decoding_with_packed_weights_equals_decoding_through_the_modules(
     torch.testing.assert_close(
         packed.sequences_scores, plain.sequences_scores, atol=tolerance, rtol=tolerance
     )
+
+
+# ------------------------------------------------------------------ packs kept across calls: fixed_weights()
+def start(m: TransformerForConditionalGeneration, ids: torch.Tensor, rows_per_source: int = 1):
+    with torch.no_grad():
+        return m.start_decoding(m.encode(ids), None, rows_per_source=rows_per_source, max_steps=4).packed
+
+
+def test_outside_a_fixed_weights_block_every_call_packs_again():
+    m, ids = model(), sources()
+    assert start(m, ids) is not start(m, ids)
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+def test_inside_a_fixed_weights_block_calls_share_one_pack_and_decode_the_same(precision):
+    m, ids = model(), sources()
+    options = dict(num_beams=2, max_new_tokens=8, return_dict_in_generate=True, output_scores=True)
+    with PRECISIONS[precision]():
+        alone = m.generate(ids, **options)
+        with m.fixed_weights():
+            first, second = m.generate(ids, **options), m.generate(ids, **options)
+            assert m._reused_packs.builds == 1
+    assert m._reused_packs is None  # the block's end drops the packs
+    for shared in (first, second):
+        assert torch.equal(shared.sequences, alone.sequences)
+        torch.testing.assert_close(shared.sequences_scores, alone.sequences_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_a_pack_is_kept_per_dtype_and_row_count_the_two_most_recent():
+    m, ids = model(), sources()
+    with m.fixed_weights():
+        one_row = start(m, ids)
+        two_rows = start(m, ids, rows_per_source=2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = start(m, ids)
+        assert m._reused_packs.builds == 3
+        assert start(m, ids, rows_per_source=2) is two_rows  # kept: used second-to-last
+        assert start(m, ids) is not one_row  # the least recently used was dropped
+        assert bf16.project.dtype == torch.bfloat16 and one_row.project.dtype == torch.float32
+
+
+def test_weights_changed_inside_the_block_are_packed_again():
+    """An optimizer step and load_state_dict change the weights in place: the next call must not decode with
+    the old pack."""
+    m, ids = model(seed=0), sources()
+    other = model(seed=1)
+    options = dict(num_beams=2, max_new_tokens=8, return_dict_in_generate=True, output_scores=True)
+    with m.fixed_weights():
+        before = m.generate(ids, **options)
+        m.load_state_dict(other.state_dict())
+        loaded = m.generate(ids, **options)
+        optimizer = torch.optim.SGD(m.parameters(), lr=0.5)
+        m.train()
+        m(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        m.eval()
+        stepped = m.generate(ids, **options)
+        assert m._reused_packs.builds == 3
+    assert torch.equal(loaded.sequences, other.generate(ids, **options).sequences)
+    assert not torch.equal(before.sequences_scores, loaded.sequences_scores)
+    outside = m.generate(ids, **options)  # the stepped weights, decoded outside any block
+    assert torch.equal(stepped.sequences, outside.sequences)
+    torch.testing.assert_close(stepped.sequences_scores, outside.sequences_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_blocks_nest_and_the_outer_one_ends_the_sharing():
+    m, ids = model(), sources()
+    with m.fixed_weights():
+        outer = start(m, ids)
+        with m.fixed_weights():
+            assert start(m, ids) is outer
+        assert start(m, ids) is outer
+    assert m._reused_packs is None
+
+
+def test_fixed_weights_of_a_model_without_packs_changes_nothing():
+    plain = torch.nn.Linear(2, 2)
+    with fixed_weights(plain):
+        pass
+    with fixed_weights(model()) as inside:
+        assert inside is None
