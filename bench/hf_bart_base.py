@@ -15,10 +15,11 @@ both start from the very same weights.
 - Generation: the same padded random sources in batches, greedy and 4 beams, fp32 and bf16 autocast, each
   side's `generate` with identical arguments, over all the batches the way a test set is decoded: ours inside
   `fixed_weights()` as `recipes.generate` and the trainer's prediction do, so it packs its decoder weights for
-  the matmul library once per pass rather than once per batch (the timed pass includes that packing). Random weights would stop at random, so every output is forced to
-  exactly `generation_new_tokens` new tokens (min_new_tokens = max_new_tokens); both engines decode the same
-  number of steps. The checkpoint's generation config is neutral (no forced BOS/EOS, no n-gram blocking: a
-  forced EOS at the last step would contradict the forced length). The greedy fp32 outputs of both sides are
+  the matmul library once per pass rather than once per batch (the timed pass includes that packing). Random
+  weights would stop at random, so every output is forced to exactly `generation_new_tokens` new tokens
+  (min_new_tokens = max_new_tokens); both engines decode the same number of steps. The checkpoint's generation
+  config is neutral (no forced BOS/EOS, no n-gram blocking: a forced EOS at the last step would contradict the
+  forced length). The greedy fp32 outputs of both sides are
   compared token for token.
 
 The sides run alternately (A B A B ...) so a drift of a shared machine hits both; figures are sequences/s or

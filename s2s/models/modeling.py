@@ -298,8 +298,8 @@ class TransformerForConditionalGeneration(nn.Module):
     @contextlib.contextmanager
     def fixed_weights(self) -> Iterator[None]:
         """A block in which the weights stay as they are, so `generate` calls inside it can share one copy of
-        the decoder's weights packed for the CPU matmul library instead of packing them at every call (a
-        quarter to a third of a greedy decode at BART-base size; see packed.py). The Seq2SeqTrainer's
+        the decoder's weights packed for the CPU matmul library instead of packing them at every call (see
+        packed.py for what that saves). The Seq2SeqTrainer's
         evaluation and prediction and `recipes.generate` decode inside one. A weight replaced or changed in
         place inside the block (an optimizer step, `load_state_dict`) is noticed and packed again; one written
         through `.data` is not, so do not do that inside. Blocks nest; the outermost one ends the sharing."""

@@ -13,14 +13,14 @@ End to end (bench/generation.py) 4-beam bf16 decoding got 8-11% faster, fp32 gre
 9-14%. Packing the 3+3-layer model of the benchmark takes 9 ms per call, against about 390 ms to decode its 64
 sources greedily in bf16 (the figures include it). The fp32 pack gives the fp32 product up to summation order
 (about 1e-6 relative).
+The encoder is not packed: at its thousands of rows per call the conversion is amortised (measured: 0-5%).
 
 Packs are made per `generate` call by default, because the weights may change between calls (training), and
 a change made through `.data` does not move a tensor's version counter, so no check can be trusted to see every
-change. At BART-base size the packing is no longer small: casting and reordering its decoder and 32k x 768 output
-weight takes a quarter to a third of a greedy decode of 8 sources. Code that knows the weights stay fixed over
-many calls (a test-set decode, an evaluation, a server) says so with the model's `fixed_weights()` block, and
-`ReusedPacks` then keeps the packs from one call to the next.
-The encoder is not packed: at its thousands of rows per call the conversion is amortised (measured: 0-5%).
+change. Code that knows the weights stay fixed over many calls (a test-set decode, an evaluation, a server) says
+so with the model's `fixed_weights()` block, and `ReusedPacks` then keeps the packs from one call to the next.
+At BART-base size (32k x 768 output weight) packing took a third of a greedy bf16 decode of 8 sources on one
+busy thread; on two quiet ones keeping the packs over 4 batches made decoding 0-6% faster (bench/README.md).
 
 The operators are those torch's own compiler uses for the same purpose (`torch.ops.mkldnn`), not a public
 API: `packing_available` checks for them, and without them the decode step calls the modules as usual.
