@@ -11,11 +11,11 @@ import datasets
 
 from recipes.arguments import DataArguments, Task, resume_value
 from recipes.averaging import load_averaged_checkpoints
-from recipes.callbacks import TimeBudgetCallback, TimeBudgetProgressCallback
+from recipes.callbacks import TimeBudgetCallback, TimeBudgetDecay, TimeBudgetProgressCallback
 
 logger = logging.getLogger("recipes")
 
-# Schedules whose decay is planned over max_steps: a time budget would cut them off part-way.
+# Schedules that decay to an end: under a time budget they decay over the budget (TimeBudgetDecay).
 _DECAYS_TO_MAX_STEPS = ("linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -63,22 +63,17 @@ def _compute_metrics(tokenizer: Any, training_args: Any, data_args: DataArgument
 
 
 def _add_time_budget(trainer: Any, minutes: float) -> None:
-    """Stop at the time budget; show the training bar as elapsed / budget instead of a step count the run
-    will not reach (the trainer's step bar is replaced; with disable_tqdm there is no bar to replace)."""
+    """Stop at the time budget; let a decaying schedule end with it; show the training bar as elapsed /
+    budget instead of a step count the run will not reach (the trainer's step bar is replaced; with
+    disable_tqdm there is no bar to replace)."""
     from s2s.callbacks import ProgressCallback
 
-    args = trainer.args
     budget = TimeBudgetCallback(minutes)
     trainer.add_callback(budget)
+    if str(trainer.args.lr_scheduler_type) in _DECAYS_TO_MAX_STEPS:
+        trainer.add_callback(TimeBudgetDecay(budget))
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(TimeBudgetProgressCallback(budget))
-    if str(args.lr_scheduler_type) in _DECAYS_TO_MAX_STEPS:
-        logger.warning(
-            "max_train_minutes with lr_scheduler_type=%s: the decay is planned over max_steps=%d and will be "
-            "cut off where the time runs out; inverse_sqrt or constant_with_warmup do not depend on the end",
-            args.lr_scheduler_type,
-            args.max_steps,
-        )
 
 
 def train(
