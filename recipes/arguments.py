@@ -162,8 +162,9 @@ class DataArguments:
 
     max_train_minutes: float | None = None
     """Stop training after this many minutes of wall-clock time, with a checkpoint and an evaluation at that
-    step (`max_steps` stays a cap). Pair it with a schedule that does not need to know the end
-    (inverse_sqrt, constant_with_warmup): a linear or cosine decay would be cut off part-way."""
+    step (`max_steps` stays a cap). A linear, cosine or polynomial schedule then decays over these minutes
+    instead of over `max_steps`, reaching its end when the time runs out. A resumed run continues the budget
+    its checkpoint had spent."""
 
     average_last_checkpoints: int | None = None
     """After training, replace the weights by the mean of the last this many checkpoints (`save_steps` apart;
