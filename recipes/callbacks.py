@@ -164,7 +164,7 @@ class TimeBudgetProgressCallback(ProgressCallback):
 
     def _show_step(self, state, *, refresh: bool = True) -> None:
         done = state.global_step - self.first_step
-        elapsed = self.budget.elapsed()
+        elapsed = self.budget.elapsed() - self.budget.spent_before  # this process's share: its steps' rate
         rate = f", {done / elapsed:.2f} updates/s" if done and elapsed > 0 else ""
         cap = f"/{state.max_steps}" if state.max_steps else ""
         self.training_bar.set_postfix_str(f"step {state.global_step}{cap}{rate}", refresh=refresh)
