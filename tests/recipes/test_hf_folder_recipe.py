@@ -17,10 +17,10 @@ transformers = pytest.importorskip("transformers")
 
 from recipes import generate, pipeline, translation  # noqa: E402
 from recipes.hf_models import load_model_folder  # noqa: E402
-from s2s.callbacks import TrainerCallback  # noqa: E402
 from s2s.model_weights import read_model_weights  # noqa: E402
 from s2s.models import TransformerConfig, TransformerForConditionalGeneration, UnsupportedModelError  # noqa: E402
 from tests.s2s.models.hf_toys import VOCAB, hf_model  # noqa: E402
+from tests.s2s.test_trainer_resume import StopAt  # noqa: E402
 
 # Special tokens at the ids each family's config gives them (hf_toys' configs).
 SPECIALS = {
@@ -81,17 +81,6 @@ def write_jsonl(path, pairs):
         encoding="utf-8",
     )
     return path
-
-
-class StopAt(TrainerCallback):
-    """Ends the run right after the step-`step` checkpoint is written, as a crash there would."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture

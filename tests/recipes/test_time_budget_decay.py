@@ -15,6 +15,7 @@ from recipes import callbacks, training
 from s2s.callbacks import TrainerCallback
 from s2s.optimization import get_scheduler
 from s2s.trainer import Trainer
+from tests.s2s.test_trainer_resume import StopAt
 from tests.s2s.test_trainer_toys import ToyCollator, ToySeq2Seq, make_examples, toy_args
 
 PEAK = 0.1
@@ -110,15 +111,6 @@ class LearningRates(TrainerCallback):
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         self.seen[state.global_step] = lr_scheduler.get_last_lr()[0]
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def budgeted_run(tmp_path, monkeypatch, *, resume=None, stop_at=None):
