@@ -37,13 +37,20 @@ SAVE_STEPS = 2
 
 
 class KillAfterStep(TrainerCallback):
-    """SIGKILL this process at the end of update ``step``."""
+    """SIGKILL this process at the end of update ``step``, leaving ``OUTPUT_DIR.sigkill`` behind first.
+
+    The marker is the test's proof of how the worker died: torchrun's own report may name the other process
+    instead (-15, as the agent stops it), when that one notices the lost connection first.
+    """
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
+            marker = f"{args.output_dir.rstrip('/')}.sigkill"
+            with open(marker, "w") as f:
+                f.write(f"rank {args.process_index} after update {self.step}\n")
             os.kill(os.getpid(), signal.SIGKILL)
 
 
