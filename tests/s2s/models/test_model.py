@@ -344,6 +344,41 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(plain, ckpt)
 
 
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("freeze_padding", [True, False])
+def test_sparse_lookup_gradients_equal_dense_ones_and_reach_the_optimizer_dense(
+    share, tie, freeze_padding, monkeypatch
+):
+    """With a tied output projection the lookups return sparse row gradients (see `look_up`); summed with the
+    projection's dense one they must give exactly the dense lookup's gradients, over two accumulated
+    backward passes, and leave every parameter a dense gradient (optimizers refuse sparse ones)."""
+    ids, mask = source_batch()
+    ids[1, 2] = PAD  # a padding id inside a source: its row gets no gradient when frozen
+    labels = torch.randint(4, 24, (3, 5), generator=torch.Generator().manual_seed(1))
+    labels[2, 3:] = -100
+
+    def grads(dense: bool) -> dict[str, torch.Tensor]:
+        if dense:
+            monkeypatch.setattr(
+                TransformerForConditionalGeneration,
+                "look_up",
+                lambda self, table, token_ids: F.embedding(token_ids, table.weight, table.padding_idx),
+            )
+        model = tiny_model(
+            share_embeddings=share, tie_word_embeddings=tie, freeze_padding_embedding=freeze_padding
+        ).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(ids, mask, labels=labels).loss.backward()
+        model(ids[:2], mask[:2], labels=labels[:2]).loss.backward()
+        return {name: p.grad for name, p in model.named_parameters()}
+
+    sparse, dense = grads(dense=False), grads(dense=True)
+    assert not any(g.is_sparse for g in sparse.values())
+    for name, grad in dense.items():
+        torch.testing.assert_close(sparse[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_num_parameters():
     model = tiny_model()
     assert model.num_parameters() == sum(p.numel() for p in model.parameters())
