@@ -42,7 +42,6 @@ from s2s.callbacks import (
 from s2s.checkpointer import Checkpointer, TrainingParts
 from s2s.data_collator import DataCollatorWithPadding, default_data_collator
 from s2s.evaluation import EvalLoopOutput, Nested
-from s2s.heap import HeapTrimCallback
 from s2s.hyperparameter_search import BestRun, run_hyperparameter_search
 from s2s.model_outputs import logits_for_metrics
 from s2s.optimization import create_optimizer, create_scheduler
@@ -114,7 +113,6 @@ class Trainer:
         self.checkpointer = Checkpointer(args, self.strategy)
         defaults = [DefaultFlowCallback(), *reporting_callbacks(args.report_to)]
         defaults.append(PrinterCallback() if args.disable_tqdm else ProgressCallback())
-        defaults.append(HeapTrimCallback())  # varying batch shapes fragment the C heap: see s2s/heap.py
         self.callback_handler = CallbackHandler(
             [*defaults, *(callbacks or [])],
             model=self.model,
