@@ -373,6 +373,11 @@ def test_sparse_lookup_gradients_equal_dense_ones_and_reach_the_optimizer_dense(
         model(ids[:2], mask[:2], labels=labels[:2]).loss.backward()
         return {name: p.grad for name, p in model.named_parameters()}
 
+    model = tiny_model(share_embeddings=share, tie_word_embeddings=tie).train()
+    for table in (model.get_input_embeddings(), model.get_decoder_embeddings()):
+        tied = tie and table is model.get_decoder_embeddings()
+        assert model.look_up(table, ids).grad_fn._saved_sparse == tied  # the sparse path is the one tested
+
     sparse, dense = grads(dense=False), grads(dense=True)
     assert not any(g.is_sparse for g in sparse.values())
     for name, grad in dense.items():
