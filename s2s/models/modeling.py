@@ -195,8 +195,7 @@ class TransformerForConditionalGeneration(nn.Module):
         shared tables. Only on CPU, where it was measured, and never while compiling (inductor has no sparse
         tensors)."""
         sparse = (
-            self.lm_head is None
-            and table is self.get_decoder_embeddings()
+            table.weight is self.output_weight()
             and table.weight.device.type == "cpu"
             and table.weight.requires_grad
             and torch.is_grad_enabled()
