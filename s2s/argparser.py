@@ -7,9 +7,11 @@ accepts `--learning_rate 3e-4 --fp16 --no_remove_unused_columns`, or a config fi
 argument, with command-line overrides after it: `python -m recipes.translation config.yaml --seed 1`.
 
 Field types map to argparse as follows: `bool` -> `--x` or `--x true/false/yes/no/1/0` (and `--no_x` when
-the default is True); `Literal[...]` and `Enum` -> a fixed set of choices; `list[T]` -> one or more values;
-`dict` -> a JSON object string; `X | None` -> X. The help of each option is the docstring written under the
-field (or `metadata["help"]`).
+the default is True); `Literal[...]` and `Enum` -> a fixed set of choices; `bool | Literal["auto"]` -> a
+boolean or that word; `list[T]` -> one or more values; `dict` -> a JSON object string; `X | None` -> X, or
+`none`/`null` for None (so the command line can unset what a config file set; not for strings, where
+"none" may be a value). The help of each option is the docstring written under the field (or
+`metadata["help"]`).
 
 A dataclass may also declare `refused_arguments`, a table of argument names it recognises but cannot honour
 (`TrainingArguments` declares Hugging Face's `--push_to_hub`, `--deepspeed`, ...). Those are parsed too, from
@@ -106,7 +108,11 @@ class _Kind:
         enums = [m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)]
         literals = [m for m in members if typing.get_origin(m) is Literal]
         dicts = [m for m in members if m is dict or typing.get_origin(m) is dict]
-        if enums:
+        if literals and bool in members:  # e.g. bf16: bool | Literal["auto"]
+            self.is_bool = True
+            self.choices = [True, False, *typing.get_args(literals[0])]
+            self.convert = _bool_or_literal_converter(list(typing.get_args(literals[0])))
+        elif enums:
             cls = enums[0]
             self.choices = [m.value for m in cls]
             self.convert = _enum_converter(cls)
@@ -122,6 +128,8 @@ class _Kind:
             self.convert = string_to_bool
         elif members and isinstance(members[0], type):  # int, float, Path, ...
             self.convert = members[0]
+        if self.optional and self.convert is not str and "none" not in (self.choices or ()):
+            self.convert = _or_none(self.convert)
 
     def coerce(self, name: str, value: Any) -> Any:
         """Convert a value read from JSON/YAML where the file format is looser than the type: YAML reads
@@ -168,6 +176,35 @@ def _literal_converter(choices: list[Any]) -> Any:
         if value not in by_text:
             raise argparse.ArgumentTypeError(f"{value!r} is not one of {choices}")
         return by_text[value]
+
+    convert.__name__ = "choice"
+    return convert
+
+
+def _or_none(convert: Any) -> Any:
+    """``none``/``null`` stand for None, so the command line can unset what a config file set."""
+
+    def or_none(value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("none", "null"):
+            return None
+        return convert(value)
+
+    or_none.__name__ = getattr(convert, "__name__", "value")
+    return or_none
+
+
+def _bool_or_literal_converter(words: list[str]) -> Any:
+    """A boolean, or one of a few words that stand for a value decided later (``"auto"``)."""
+
+    def convert(value: str | bool) -> Any:
+        if isinstance(value, str) and value.strip().lower() in words:
+            return value.strip().lower()
+        try:
+            return string_to_bool(value)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected true, false or one of {words}, got {value!r}"
+            ) from None
 
     convert.__name__ = "choice"
     return convert
@@ -277,7 +314,8 @@ class ArgumentParser(argparse.ArgumentParser):
             kwargs["required"] = True
         if kind.is_bool and not kind.is_list:
             # `--x` alone means True; `--x false` also works
-            kwargs.update(type=string_to_bool, nargs="?", const=True, metavar="{true,false}")
+            words = ",".join(str(c).lower() for c in kind.choices or (True, False))
+            kwargs.update(type=kind.convert, nargs="?", const=True, metavar="{" + words + "}")
         else:
             kwargs["type"] = kind.convert
             if kind.choices is not None:

@@ -1,13 +1,33 @@
-"""Mixed precision: the autocast context of a forward pass, the fp16 gradient scaler, and the
-``debug="underflow_overflow"`` hooks that name the first module whose output is inf/NaN."""
+"""Mixed precision: whether the hardware computes bf16 natively, the autocast context of a forward pass,
+the fp16 gradient scaler, and the ``debug="underflow_overflow"`` hooks that name the first module whose
+output is inf/NaN."""
 
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+
+def bf16_is_native(*, on_cuda: bool) -> bool:
+    """Whether bf16 matmuls run on this device's own instructions, so that bf16 autocast is faster than fp32.
+
+    GPUs from Ampere (compute capability 8) on have bf16 tensor cores. x86 CPUs need AVX512-BF16 or AMX;
+    without them oneDNN converts bf16 products to fp32 on the fly, and the backward pass's matmuls take a
+    far slower path still: on a 2-core AVX2 machine a training step of the `small` preset took 19.6 s
+    under bf16 autocast against 0.61 s in fp32. Other CPUs (ARM) answer through oneDNN's own check."""
+    if on_cuda:
+        return torch.cuda.get_device_capability()[0] >= 8
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+        if avx512_bf16 is None or amx is None:  # an old torch that cannot tell: assume not
+            return False
+        return bool(avx512_bf16() or amx())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def autocast_context(args, *, evaluating: bool = False) -> contextlib.AbstractContextManager:

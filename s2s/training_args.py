@@ -301,8 +301,11 @@ class TrainingArguments(ProcessRoles, metaclass=RefusesArguments):
     use_mps_device: bool = False
     """Use the Apple MPS device (only where MPS is available)."""
 
-    bf16: bool = False
-    """bfloat16 mixed precision (autocast) for training, on CPU or a bf16-capable GPU."""
+    bf16: bool | Literal["auto"] = False
+    """bfloat16 mixed precision (autocast) for training, on CPU or a bf16-capable GPU. "auto": bf16 where
+    the device computes it natively (an Ampere or newer GPU; a CPU with AVX512-BF16 or AMX), fp32
+    elsewhere, decided at construction; on a CPU without those instructions a bf16 training step took 32x
+    as long as an fp32 one, so True there is warned about."""
 
     fp16: bool = False
     """float16 mixed precision with a gradient scaler; needs a CUDA device."""

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from s2s.arguments.choices import IntervalStrategy, SchedulerType
+from s2s.precision import bf16_is_native
 
 # minimum of each integer argument (None is always allowed: it means "not set")
 _MINIMUMS = {
@@ -107,12 +108,23 @@ def check_dependent_options(args: Any) -> None:
 
 
 def check_precision(args: Any) -> None:
-    """Mixed precision and TF32 against the device this process will train on."""
+    """Mixed precision and TF32 against the device this process will train on. ``bf16="auto"`` becomes
+    True where the device computes bf16 natively, else False; bf16=True where it does not is allowed (the
+    numbers are right) but warned about, because it is many times slower than fp32 there."""
+    cuda = cuda_available() and not args.use_cpu
+    on_cpu = not cuda and not args.use_mps_device
+    if args.bf16 == "auto":
+        args.bf16 = not args.fp16 and not args.use_mps_device and bf16_is_native(on_cuda=cuda)
+    elif args.bf16 is True and on_cpu and not bf16_is_native(on_cuda=False):
+        logging.getLogger("s2s").warning(
+            "bf16=True, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 autocast "
+            "trains here many times slower than fp32 (32x on one AVX2 machine). Use bf16='auto' to train in bf16 only where the "
+            "hardware has it, or bf16=False"
+        )
     if args.fp16 and args.bf16:
         raise ValueError("fp16=True and bf16=True: choose one mixed-precision mode")
     if args.fp16_full_eval and args.bf16_full_eval:
         raise ValueError("fp16_full_eval=True and bf16_full_eval=True: choose one")
-    cuda = cuda_available() and not args.use_cpu
     for name in ("fp16", "fp16_full_eval"):
         if getattr(args, name) and not cuda:
             reason = "use_cpu=True is set" if args.use_cpu else "no CUDA device is available"

@@ -2,11 +2,13 @@ import io
 import json
 
 import pytest
+import yaml
 
 from recipes import arguments, callbacks, data, modeling, outputs, preprocessing, training
 from recipes.arguments import DataArguments, ModelArguments
 from recipes.tokenizer import load_any_tokenizer
 from s2s import Seq2SeqTrainingArguments
+from s2s.precision import bf16_is_native
 from tests.paths import REPO
 
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
@@ -42,7 +44,10 @@ def test_demo_config_is_the_promised_job():
     assert (data_args.source_lang, data_args.target_lang) == ("de", "en")
     assert model_args.model_preset == "small" and model_args.vocab_size == 8000
     assert model_args.tokenizer_backend == "sentencepiece"
-    assert training_args.bf16 and training_args.max_tokens_per_batch
+    assert training_args.max_tokens_per_batch
+    # bf16 where the CPU computes it, fp32 where bf16 would be many times slower
+    assert yaml.safe_load((REPO / "recipes/configs/demo_multi30k.yaml").read_text())["bf16"] == "auto"
+    assert training_args.bf16 is bf16_is_native(on_cuda=False)
     assert training_args.label_smoothing_factor == 0.1 and data_args.num_beams == 4
     # a fixed number of updates, the same on every machine: no wall-clock budget that a busy machine cuts short
     assert training_args.max_steps == 1500 and data_args.max_train_minutes is None

@@ -51,6 +51,9 @@ class ModelArgs:
     maybe_flag: bool | None = None
     """Optional flag."""
 
+    half: bool | Literal["auto"] = False
+    """A flag that may also be left to the machine."""
+
     extra: dict = field(default_factory=dict)
     """Extra settings as JSON."""
 
@@ -89,6 +92,41 @@ def parser() -> ArgumentParser:
 def test_bool_forms(parser, argv, expected):
     model, _ = parser.parse_args_into_dataclasses(["--model_name", "m", *argv])
     assert model.use_cache is expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], False), (["--half"], True), (["--half", "no"], False), (["--half", "auto"], "auto")],
+)
+def test_bool_or_word_forms(parser, argv, expected):
+    model, _ = parser.parse_args_into_dataclasses(["--model_name", "m", *argv])
+    assert model.half == expected and type(model.half) is type(expected)
+
+
+def test_bool_or_word_from_a_file_and_its_errors(parser, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_name: m\nhalf: auto\n")
+    assert parser.parse_yaml_file(config)[0].half == "auto"
+    config.write_text("model_name: m\nhalf: 'true'\n")
+    assert parser.parse_yaml_file(config)[0].half is True
+    config.write_text("model_name: m\nhalf: sometimes\n")
+    with pytest.raises(ValueError, match=r"half: expected true, false or one of \['auto'\], got 'sometimes'"):
+        parser.parse_yaml_file(config)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--model_name", "m", "--half", "sometimes"])
+    assert "one of ['auto']" in capsys.readouterr().err
+    assert "{true,false,auto}" in parser.format_help()
+
+
+def test_none_unsets_an_optional_field_that_a_config_file_set(parser, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_name: m\nmax_len: 64\nmaybe_flag: true\n")
+    model, _ = parser.parse_args_into_dataclasses([str(config), "--max_len", "none", "--maybe_flag", "null"])
+    assert model.max_len is None and model.maybe_flag is None
+    model, _ = parser.parse_args_into_dataclasses([str(config), "--max_len", "7"])
+    assert model.max_len == 7 and model.maybe_flag is True
+    with pytest.raises(SystemExit):  # a required int has no None to fall back on
+        parser.parse_args_into_dataclasses(["--model_name", "m", "--d_model", "none"])
 
 
 def test_no_flag_for_true_defaults(parser):

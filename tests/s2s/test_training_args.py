@@ -60,6 +60,38 @@ def test_fp16_on_cpu_points_to_bf16():
     assert make(bf16=True).bf16
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_follows_the_hardware(monkeypatch, native):
+    monkeypatch.setattr("s2s.arguments.checks.cuda_available", lambda: False)
+    monkeypatch.setattr("s2s.arguments.checks.bf16_is_native", lambda *, on_cuda: native)
+    args = make(bf16="auto")
+    assert args.bf16 is native
+    assert args.to_dict()["bf16"] is native  # the saved arguments say what the run did
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(monkeypatch, caplog):
+    monkeypatch.setattr("s2s.arguments.checks.cuda_available", lambda: False)
+    monkeypatch.setattr("s2s.arguments.checks.bf16_is_native", lambda *, on_cuda: False)
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        assert make(bf16=True).bf16 is True
+    assert "no bfloat16 instructions" in caplog.text and "bf16='auto'" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr("s2s.arguments.checks.bf16_is_native", lambda *, on_cuda: True)
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        make(bf16=True)
+    assert "bfloat16" not in caplog.text
+
+
+def test_bf16_is_native_reads_the_cpu_flags(monkeypatch):
+    from s2s.precision import bf16_is_native
+
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    for avx512_bf16, amx, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert bf16_is_native(on_cuda=False) is expected
+
+
 def test_defaults_construct_and_fill_derived_values():
     args = TrainingArguments()
     assert args.eval_strategy is IntervalStrategy.NO and args.evaluation_strategy == IntervalStrategy.NO
