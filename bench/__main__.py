@@ -10,6 +10,7 @@ machine (a second job on 2 cores halves every figure). Comparisons: see bench/RE
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib
 import json
@@ -34,7 +35,7 @@ from bench import (
     trainer_overhead,
     trainer_throughput,
 )
-from bench.common import CACHE, PROFILES, REPO, Profile, cpu_name, log
+from bench.common import CACHE, PROFILES, REPO, Profile, cpu_name, log, native_precisions
 from bench.data import BenchData, load_bench_data
 from bench.isolation import run_isolated
 from bench.report import merge, write
@@ -108,6 +109,13 @@ def run_suite(
     log(
         f"  fp32 {results['peak']['fp32']['gflops']} GFLOP/s, bf16 {results['peak']['bf16']['gflops']} GFLOP/s"
     )
+    native = dict(
+        precisions=native_precisions(profile.precisions),
+        overhead_precisions=native_precisions(profile.overhead_precisions),
+    )
+    if native != {name: getattr(profile, name) for name in native}:
+        log("  this CPU has no bf16 instructions: fp32 cells only (bf16 would time torch's emulation)")
+        profile = dataclasses.replace(profile, **native)
 
     data: BenchData | None = None
     for name in selected:

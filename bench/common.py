@@ -287,6 +287,17 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+def native_precisions(requested: tuple[str, ...]) -> tuple[str, ...]:
+    """`requested` without bf16 where this CPU has no bf16 instructions (AVX512-BF16 or AMX): there torch
+    emulates bf16 and a training step takes about 30x as long as in fp32, so a bf16 cell would time the
+    emulation, not the engines, and run for hours."""
+    from s2s.precision import bf16_is_native
+
+    if bf16_is_native(on_cuda=False):
+        return requested
+    return tuple(p for p in requested if p != "bf16") or ("fp32",)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -8,11 +8,12 @@ The checkpoint is what a user would hand us: a `BartForConditionalGeneration` of
 both start from the very same weights.
 
 - Training: the same padded batches (8 pairs, source and target lengths drawn between 3/4 of the maximum and
-  the maximum of 32, padding on the right, -100 under padded labels) through forward under bf16 autocast (each
-  model's own loss: the mean over the target tokens), backward and a fused AdamW step (lr 5e-5, no clipping).
+  the maximum of 32, padding on the right, -100 under padded labels) through forward under bf16 autocast, or
+  in fp32 on a CPU without bf16 instructions (each model's own loss: the mean over the target tokens), backward and a fused AdamW step (lr 5e-5, no clipping).
   Warm-up steps untimed, then `train_steps` timed steps per repetition. Before any step, both models' losses on
   the first batch are compared with dropout off (eval mode), in fp32 and under bf16 autocast.
-- Generation: the same padded random sources in batches, greedy and 4 beams, fp32 and bf16 autocast, each
+- Generation: the same padded random sources in batches, greedy and 4 beams, fp32 and bf16 autocast (fp32
+  only on a CPU without bf16 instructions, where torch emulates bf16 many times slower), each
   side's `generate` with identical arguments, over all the batches the way a test set is decoded: ours inside
   `fixed_weights()` as `recipes.generate` and the trainer's prediction do, so it packs its decoder weights for
   the matmul library once per pass rather than once per batch (the timed pass includes that packing). Random
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import CACHE, Profile, Stopwatch, alternate, compare, log
+from bench.common import CACHE, Profile, Stopwatch, alternate, compare, log, native_precisions
 from bench.generation import mode_name, timed
 from bench.model_training import train_steps
 from bench.models import build_bart, decoding_flops, training_flops
@@ -86,7 +87,8 @@ class Setup:
     generation_new_tokens: int = 32
     beams: tuple[int, ...] = (1, 4)
     precisions: tuple[str, ...] = ("fp32", "bf16")
-    """Generation precisions; training is measured under bf16 autocast only."""
+    """Generation precisions; training is measured in the last of them (bf16 autocast). bf16 is dropped on a
+    CPU without bf16 instructions (`native_precisions`)."""
     peak_size: int = 2048
     peak_runs: int = 3
 
@@ -187,11 +189,13 @@ def _autocast(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def first_losses(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Each model's loss on `batch` with dropout off (eval mode), in fp32 and under bf16 autocast: the same
-    weights must give the same loss before any step."""
+def first_losses(
+    models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], precisions: tuple[str, ...]
+) -> dict[str, dict]:
+    """Each model's loss on `batch` with dropout off (eval mode), in each precision (fp32, bf16 autocast):
+    the same weights must give the same loss before any step."""
     checks = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         losses = {}
         for side, model in models.items():
             model.eval()
@@ -205,25 +209,32 @@ def first_losses(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tens
 
 
 def measure_training(
-    folder: Path, setup: Setup, sides: list[str], *, peak_gflops: float | None, log_fn: Callable
+    folder: Path,
+    setup: Setup,
+    sides: list[str],
+    *,
+    precision: str,
+    peak_gflops: float | None,
+    log_fn: Callable,
 ) -> tuple[dict, dict]:
-    """The bf16 training row and the step-0 loss check."""
+    """The training row in `precision` ("bf16" autocast or "fp32") and the step-0 loss check."""
+    bf16 = precision == "bf16"
     batches = make_training_batches(setup, setup.warmup_steps + setup.train_steps)
     warmup, timed_batches = batches[: setup.warmup_steps], batches[setup.warmup_steps :]
     loaders = {"ours": load_ours, "theirs": load_theirs}
     models = {side: loaders[side](folder) for side in sides}
-    losses = first_losses(models, batches[0])
+    losses = first_losses(models, batches[0], setup.precisions)
     log_fn("  step-0 loss (eval mode): " + json.dumps(losses))
     source_tokens = sum(int(b["attention_mask"].sum()) for b in timed_batches)
     runners: dict[str, Callable[[], dict] | None] = {side: None for side in ("ours", "theirs")}
     for side, model in models.items():
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, fused=True)
-        train_steps(model, optimizer, warmup, bf16=True)  # kernels, allocator, optimizer state
+        train_steps(model, optimizer, warmup, bf16=bf16)  # kernels, allocator, optimizer state
 
         def run(model=model, optimizer=optimizer) -> dict[str, float | None]:
             with Stopwatch() as watch:
-                target_tokens = train_steps(model, optimizer, timed_batches, bf16=True)
+                target_tokens = train_steps(model, optimizer, timed_batches, bf16=bf16)
             flops = training_flops(
                 setup.model,
                 vocab_size=setup.vocab_size,
@@ -237,7 +248,7 @@ def measure_training(
             }
 
         runners[side] = run
-    log_fn("  training, bf16 autocast")
+    log_fn("  training, " + ("bf16 autocast" if bf16 else "fp32"))
     runs = alternate(runners, setup.repetitions, log=log_fn)
     row = compare(runs.get("ours"), runs.get("theirs"), unit="target tokens/s", goal=GOALS["training"])
     return row, losses
@@ -355,14 +366,23 @@ def run_setup(
     """Save the checkpoint, then measure training and generation on it; the result dict (rows, checks)."""
     sides = sides or ["ours", "theirs"]
     peaks = {p: (peak or {}).get(p, {}).get("gflops") for p in ("fp32", "bf16")}
+    if native_precisions(setup.precisions) != setup.precisions:
+        log_fn("  this CPU has no bf16 instructions: fp32 only (bf16 would time torch's emulation)")
+        setup = dataclasses.replace(setup, precisions=native_precisions(setup.precisions))
+    training_precision = setup.precisions[-1]
     with tempfile.TemporaryDirectory(prefix="bench-hf-bart-") as scratch:
         folder = save_bart_folder(Path(scratch) / "bart", setup)
         log_fn(f"  saved a random BART ({setup.name}) to {folder}")
         training_row, losses = measure_training(
-            folder, setup, sides, peak_gflops=peaks["bf16"], log_fn=log_fn
+            folder,
+            setup,
+            sides,
+            precision=training_precision,
+            peak_gflops=peaks[training_precision],
+            log_fn=log_fn,
         )
         generation_rows, agreement = measure_generation(folder, setup, sides, peaks=peaks, log_fn=log_fn)
-    rows = {"training bf16": training_row, **generation_rows}
+    rows = {f"training {training_precision}": training_row, **generation_rows}
     checks = {"step0_loss": losses, "generation_agreement": agreement}
     if "ours" in sides:
         checks["engine_paths"] = engine_paths()
@@ -373,7 +393,7 @@ def run_setup(
             "vocab_size": setup.vocab_size,
             "training": f"{setup.batch_size} pairs x <= {setup.source_length} -> <= {setup.target_length} "
             f"tokens, padded; {setup.warmup_steps} warm-up + {setup.train_steps} timed steps per repetition, "
-            f"bf16 autocast, fused AdamW lr {LEARNING_RATE:g}",
+            f"{'bf16 autocast' if training_precision == 'bf16' else 'fp32'}, fused AdamW lr {LEARNING_RATE:g}",
             "generation": f"{setup.generation_sources} padded sources of <= {setup.source_length} tokens, "
             f"batches of {setup.generation_batch_size}, exactly {setup.generation_new_tokens} new tokens "
             "(min = max)",
