@@ -204,7 +204,7 @@ def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
         raise ValueError(f"max_train_minutes must be > 0, got {data_args.max_train_minutes}")
     if data_args.average_last_checkpoints is not None and data_args.average_last_checkpoints < 2:
         raise ValueError(
-            f"average_last_checkpoints must be >= 2 (or unset), got {data_args.average_last_checkpoints}"
+            f"average_last_checkpoints must be >= 2 (or none: no averaging), got {data_args.average_last_checkpoints}"
         )
     return data_args
 
@@ -216,9 +216,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         _check_averaging(data_args.average_last_checkpoints, training_args)
     _check_output_dir(training_args)
     if model_args.num_threads is not None and model_args.num_threads < 1:
-        raise ValueError(
-            f"num_threads must be >= 1 (or unset for one per core), got {model_args.num_threads}"
-        )
+        raise ValueError(f"num_threads must be >= 1 (or none: one per core), got {model_args.num_threads}")
     model_args.model_overrides = _overrides_mapping(model_args.model_overrides)
 
 

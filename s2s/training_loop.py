@@ -143,7 +143,8 @@ class TrainingLoop:
                 host.checkpointer.resume(resume, self._parts(), host.state).stateful_callbacks
             )
         logger.info(
-            "training %s (run %s): %d updates, per-device batch %s x accumulation %d x %d processes, sampler %s",
+            "training %s (run %s): %d updates, per-device batch %s x accumulation %d x %d processes, sampler %s, "
+            "%s on %s",
             type(self.strategy.unwrap(host.model)).__name__,
             args.run_name,
             plan.max_steps,
@@ -151,6 +152,9 @@ class TrainingLoop:
             args.gradient_accumulation_steps,
             self.strategy.world_size,
             type(sampler).__name__ if sampler is not None else "none (iterable)",
+            # bf16="auto" is decided by the hardware, so say what it became
+            "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32",
+            args.device.type,
         )
         self.meter = TrainingMeter(start_step=host.state.global_step)
         self.ledger = self._new_ledger()
