@@ -318,7 +318,8 @@ class TrainingArguments(ProcessRoles, metaclass=RefusesArguments):
     """Deprecated name of `half_precision_backend`."""
 
     bf16_full_eval: bool = False
-    """Evaluate with the model cast to bfloat16 (faster, less memory, slightly different metrics)."""
+    """Evaluate with the model cast to bfloat16 (less memory, slightly different metrics; faster where the
+    hardware computes bf16, several times slower on a CPU without bf16 instructions, which is warned about)."""
 
     fp16_full_eval: bool = False
     """Evaluate with the model cast to float16; needs a CUDA device."""

@@ -76,9 +76,13 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(monkeypatch, ca
         assert make(bf16=True).bf16 is True
     assert "no bfloat16 instructions" in caplog.text and "bf16='auto'" in caplog.text
     caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        assert make(bf16_full_eval=True).bf16_full_eval is True
+    assert "bf16_full_eval=True, but this CPU has no bfloat16 instructions" in caplog.text
+    caplog.clear()
     monkeypatch.setattr("s2s.arguments.checks.bf16_is_native", lambda *, on_cuda: True)
     with caplog.at_level(logging.WARNING, logger="s2s"):
-        make(bf16=True)
+        make(bf16=True, bf16_full_eval=True)
     assert "bfloat16" not in caplog.text
 
 
