@@ -9,9 +9,10 @@ both start from the very same weights.
 
 - Training: the same padded batches (8 pairs, source and target lengths drawn between 3/4 of the maximum and
   the maximum of 32, padding on the right, -100 under padded labels) through forward under bf16 autocast, or
-  in fp32 on a CPU without bf16 instructions (each model's own loss: the mean over the target tokens), backward and a fused AdamW step (lr 5e-5, no clipping).
-  Warm-up steps untimed, then `train_steps` timed steps per repetition. Before any step, both models' losses on
-  the first batch are compared with dropout off (eval mode), in fp32 and under bf16 autocast.
+  in fp32 on a CPU without bf16 instructions (each model's own loss: the mean over the target tokens),
+  backward and a fused AdamW step (lr 5e-5, no clipping). Warm-up steps untimed, then `train_steps` timed
+  steps per repetition. Before any step, both models' losses on the first batch are compared with dropout off
+  (eval mode), in each precision measured.
 - Generation: the same padded random sources in batches, greedy and 4 beams, fp32 and bf16 autocast (fp32
   only on a CPU without bf16 instructions, where torch emulates bf16 many times slower), each
   side's `generate` with identical arguments, over all the batches the way a test set is decoded: ours inside

@@ -3,8 +3,8 @@
 A large square matmul (n x n times n x n, 2 n^3 FLOPs) is about the best case for the CPU's BLAS/oneDNN
 kernels; the peak is the median GFLOP/s of a few timed runs after a warm-up, with torch's thread count as
 the rest of the benchmark uses it. bf16 multiplies bf16 tensors directly (what autocast's matmuls do). On a
-CPU without bf16 instructions (AVX512-BF16 or AMX) torch emulates bf16 at well under 1 GFLOP/s, so there it
-is measured at 512^3 (a second a product, not a minute) and marked `"native": false`.
+CPU without bf16 instructions (AVX512-BF16 or AMX) torch emulates bf16 at 0.3-1.3 GFLOP/s, so there it is
+measured at 512^3 (a fraction of a second a product, not a minute) and marked `"native": false`.
 
     python -m bench.peak [--size 2048] [--runs 5]
 """

@@ -113,6 +113,8 @@ def check_precision(args: Any) -> None:
     numbers are right) but warned about, because it is many times slower than fp32 there."""
     cuda = cuda_available() and not args.use_cpu
     on_cpu = not cuda and not args.use_mps_device
+    if args.bf16 not in (True, False, "auto"):
+        raise ValueError(f"bf16={args.bf16!r} is not one of True, False, 'auto'")
     if args.bf16 == "auto":
         args.bf16 = not args.fp16 and not args.use_mps_device and bf16_is_native(on_cuda=cuda)
     elif args.bf16 is True and on_cpu and not bf16_is_native(on_cuda=False):

@@ -186,6 +186,7 @@ def test_torch_compile_backend_turns_compile_on():
         ({"num_train_epochs": 0}, "num_train_epochs must be > 0"),
         ({"adam_beta2": 1.0}, "adam_beta2"),
         ({"bf16": True, "fp16": True}, "choose one"),
+        ({"bf16": "sometimes"}, "bf16='sometimes' is not one of True, False, 'auto'"),
         ({"save_steps": 0}, "save_steps > 0"),
         ({"lr_scheduler_type": "constant", "warmup_ratio": 0.1}, "use 'constant_with_warmup'"),
         ({"logging_steps": 0}, "logging_steps > 0"),
