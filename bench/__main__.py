@@ -109,13 +109,11 @@ def run_suite(
     log(
         f"  fp32 {results['peak']['fp32']['gflops']} GFLOP/s, bf16 {results['peak']['bf16']['gflops']} GFLOP/s"
     )
-    native = dict(
-        precisions=native_precisions(profile.precisions),
-        overhead_precisions=native_precisions(profile.overhead_precisions),
-    )
-    if native != {name: getattr(profile, name) for name in native}:
+    precisions = native_precisions(profile.precisions)
+    overhead_precisions = native_precisions(profile.overhead_precisions)
+    if (precisions, overhead_precisions) != (profile.precisions, profile.overhead_precisions):
         log("  this CPU has no bf16 instructions: fp32 cells only (bf16 would time torch's emulation)")
-        profile = dataclasses.replace(profile, **native)
+        profile = dataclasses.replace(profile, precisions=precisions, overhead_precisions=overhead_precisions)
 
     data: BenchData | None = None
     for name in selected:

@@ -367,9 +367,10 @@ def run_setup(
     """Save the checkpoint, then measure training and generation on it; the result dict (rows, checks)."""
     sides = sides or ["ours", "theirs"]
     peaks = {p: (peak or {}).get(p, {}).get("gflops") for p in ("fp32", "bf16")}
-    if native_precisions(setup.precisions) != setup.precisions:
+    precisions = native_precisions(setup.precisions)
+    if precisions != setup.precisions:
         log_fn("  this CPU has no bf16 instructions: fp32 only (bf16 would time torch's emulation)")
-        setup = dataclasses.replace(setup, precisions=native_precisions(setup.precisions))
+        setup = dataclasses.replace(setup, precisions=precisions)
     training_precision = setup.precisions[-1]
     with tempfile.TemporaryDirectory(prefix="bench-hf-bart-") as scratch:
         folder = save_bart_folder(Path(scratch) / "bart", setup)

@@ -204,7 +204,8 @@ def task_defaults(task: Task, data_args: DataArguments) -> DataArguments:
         raise ValueError(f"max_train_minutes must be > 0, got {data_args.max_train_minutes}")
     if data_args.average_last_checkpoints is not None and data_args.average_last_checkpoints < 2:
         raise ValueError(
-            f"average_last_checkpoints must be >= 2 (or none: no averaging), got {data_args.average_last_checkpoints}"
+            "average_last_checkpoints must be >= 2 (or none: no averaging), "
+            f"got {data_args.average_last_checkpoints}"
         )
     return data_args
 

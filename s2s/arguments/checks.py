@@ -113,17 +113,18 @@ def check_precision(args: Any) -> None:
     numbers are right) but warned about, because it is many times slower than fp32 there."""
     cuda = cuda_available() and not args.use_cpu
     on_cpu = not cuda and not args.use_mps_device
+    cpu_lacks_bf16 = on_cpu and not bf16_is_native(on_cuda=False)
     if args.bf16 not in (True, False, "auto"):
         raise ValueError(f"bf16={args.bf16!r} is not one of True, False, 'auto'")
     if args.bf16 == "auto":
         args.bf16 = not args.fp16 and not args.use_mps_device and bf16_is_native(on_cuda=cuda)
-    elif args.bf16 is True and on_cpu and not bf16_is_native(on_cuda=False):
+    elif args.bf16 is True and cpu_lacks_bf16:
         logging.getLogger("s2s").warning(
             "bf16=True, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 autocast trains "
             "here many times slower than fp32 (32x on one AVX2 machine). Use bf16='auto' to train in bf16 "
             "only where the hardware has it, or bf16=False"
         )
-    if args.bf16_full_eval and on_cpu and not bf16_is_native(on_cuda=False):
+    if args.bf16_full_eval and cpu_lacks_bf16:
         logging.getLogger("s2s").warning(
             "bf16_full_eval=True, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): a model cast "
             "to bf16 evaluates here several times slower than in fp32 (5x for greedy generation, 7x for the "
